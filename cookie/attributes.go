@@ -1,0 +1,173 @@
+package cookie
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// SecureMode says when the Secure attribute is set.
+type SecureMode string
+
+// Secure modes.
+const (
+	// SecureAuto sets Secure when the request came over TLS, so a cookie
+	// set over HTTPS is never sent back over plain HTTP.
+	SecureAuto SecureMode = "auto"
+	// SecureAlways always sets Secure (needed behind a TLS-terminating
+	// load balancer that talks plain HTTP to Caddy).
+	SecureAlways SecureMode = "always"
+	// SecureNever never sets Secure. Only for local development.
+	SecureNever SecureMode = "never"
+)
+
+// Attributes are the attributes a session cookie is sent with. HttpOnly is
+// always set: no script ever needs the session token.
+type Attributes struct {
+	Name     string
+	Domain   string
+	Path     string
+	SameSite http.SameSite
+	Secure   SecureMode
+	// MaxAge caps how long the browser keeps the cookie. Zero keeps it
+	// until the session's absolute lifetime ends; a negative value makes
+	// it a browser-session cookie (no Max-Age) unless the upstream asks
+	// for a persistent session with max-age.
+	MaxAge time.Duration
+}
+
+// ParseSameSite turns "lax", "strict" or "none" into an http.SameSite.
+func ParseSameSite(s string) (http.SameSite, error) {
+	switch strings.ToLower(s) {
+	case "", "lax":
+		return http.SameSiteLaxMode, nil
+	case "strict":
+		return http.SameSiteStrictMode, nil
+	case "none":
+		return http.SameSiteNoneMode, nil
+	}
+	return 0, fmt.Errorf("unknown same_site value %q: want lax, strict or none", s)
+}
+
+// Validate checks the attributes against the rules browsers enforce, so a
+// misconfiguration fails at start-up instead of silently losing cookies.
+func (a *Attributes) Validate() error {
+	if a.Name == "" {
+		return errors.New("cookie name is empty")
+	}
+	if !validName(a.Name) {
+		return fmt.Errorf("cookie name %q has characters not allowed in a cookie name", a.Name)
+	}
+	switch a.Secure {
+	case SecureAuto, SecureAlways, SecureNever:
+	default:
+		return fmt.Errorf("unknown secure mode %q: want auto, always or never", a.Secure)
+	}
+	if a.Path != "" && !strings.HasPrefix(a.Path, "/") {
+		return fmt.Errorf("cookie path %q must start with /", a.Path)
+	}
+	if strings.HasPrefix(a.Name, "__Host-") {
+		if a.Secure != SecureAlways || a.Domain != "" || (a.Path != "" && a.Path != "/") {
+			return errors.New("a __Host- cookie needs secure always, no domain and path /")
+		}
+	}
+	if strings.HasPrefix(a.Name, "__Secure-") && a.Secure != SecureAlways {
+		return errors.New("a __Secure- cookie needs secure always")
+	}
+	if a.SameSite == http.SameSiteNoneMode && a.Secure != SecureAlways {
+		return errors.New("same_site none needs secure always: browsers drop such cookies otherwise")
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// New returns the cookie that carries value. tls says whether the request
+// came over TLS. maxAge is how long the browser should keep it; zero or
+// less makes a browser-session cookie.
+func (a *Attributes) New(value string, tls bool, maxAge time.Duration) *http.Cookie {
+	c := a.base(tls)
+	c.Value = value
+	if maxAge > 0 {
+		c.MaxAge = int((maxAge + time.Second - 1) / time.Second)
+	}
+	return c
+}
+
+// Expired returns a cookie that makes the browser forget the session
+// cookie at once.
+func (a *Attributes) Expired(tls bool) *http.Cookie {
+	c := a.base(tls)
+	c.MaxAge = -1 // net/http writes this as Max-Age=0
+	return c
+}
+
+func (a *Attributes) base(tls bool) *http.Cookie {
+	path := a.Path
+	if path == "" {
+		path = "/"
+	}
+	return &http.Cookie{
+		Name:     a.Name,
+		Path:     path,
+		Domain:   a.Domain,
+		HttpOnly: true,
+		SameSite: a.SameSite,
+		Secure:   a.Secure == SecureAlways || (a.Secure == SecureAuto && tls),
+	}
+}
+
+// Take removes every cookie called name from the Cookie headers of h and
+// returns how many there were and the value of the last one. The rest of
+// the Cookie header is left as the client sent it. Removing the cookie
+// keeps the session token away from the upstream application.
+func Take(h http.Header, name string) (count int, value string) {
+	lines := h["Cookie"]
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		if !strings.Contains(line, name) {
+			continue // fast path: no copy of the header unless needed
+		}
+		kept := make([]string, 0, 4)
+		found := false
+		for part := range strings.SplitSeq(line, ";") {
+			p := strings.TrimSpace(part)
+			if p == "" {
+				continue
+			}
+			k, v, _ := strings.Cut(p, "=")
+			if strings.TrimSpace(k) == name {
+				count++
+				value = strings.TrimSpace(v)
+				found = true
+				continue
+			}
+			kept = append(kept, p)
+		}
+		if !found {
+			continue
+		}
+		if len(kept) == 0 {
+			lines = append(lines[:i], lines[i+1:]...)
+			i--
+			continue
+		}
+		lines[i] = strings.Join(kept, "; ")
+	}
+	if len(lines) == 0 {
+		h.Del("Cookie")
+	} else {
+		h["Cookie"] = lines
+	}
+	return count, value
+}

@@ -1,0 +1,119 @@
+package cookie
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+)
+
+// MinSecretLen is the shortest secret accepted for signing: 32 bytes, the
+// output size of SHA-256, so the key is never the weak point of the MAC.
+const MinSecretLen = 32
+
+var sigLen = base64.RawURLEncoding.EncodedLen(sha256.Size)
+
+// ValueLen is the exact length of a well-formed cookie value. Anything
+// else is rejected before any hashing.
+var ValueLen = tokenLen + 1 + sigLen
+
+// Signer signs cookie values with the first of its keys and accepts values
+// signed by any of them, so keys can be rotated: put the new key first and
+// keep the old ones until the cookies they signed have expired.
+type Signer struct {
+	keys []*macPool
+}
+
+// macPool reuses keyed HMAC states: hmac.New allocates and hashes the key,
+// work that Reset lets every request after the first skip.
+type macPool struct {
+	key  []byte
+	pool sync.Pool
+}
+
+func (p *macPool) get() hash.Hash {
+	if h, ok := p.pool.Get().(hash.Hash); ok {
+		return h
+	}
+	return hmac.New(sha256.New, p.key)
+}
+
+func (p *macPool) put(h hash.Hash) {
+	h.Reset()
+	p.pool.Put(h)
+}
+
+// NewSigner returns a Signer for the given secrets, newest first. It
+// refuses an empty list and any secret shorter than MinSecretLen bytes.
+func NewSigner(secrets ...[]byte) (*Signer, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("no secret given")
+	}
+	s := &Signer{}
+	for i, k := range secrets {
+		if len(k) < MinSecretLen {
+			return nil, fmt.Errorf("secret %d is %d bytes; at least %d are required", i+1, len(k), MinSecretLen)
+		}
+		s.keys = append(s.keys, &macPool{key: append([]byte(nil), k...)})
+	}
+	return s, nil
+}
+
+// mac computes the signature of token for the cookie called name. The
+// name is part of the message so a value cannot be moved from one cookie
+// to another that shares the secret.
+func (p *macPool) mac(dst []byte, name, token string) []byte {
+	h := p.get()
+	h.Write([]byte(name))
+	h.Write([]byte{'='})
+	h.Write([]byte(token))
+	dst = h.Sum(dst)
+	p.put(h)
+	return dst
+}
+
+// Sign returns the cookie value for token in the cookie called name:
+// "<token>.<signature>", signed with the first secret.
+func (s *Signer) Sign(name, token string) string {
+	var buf [sha256.Size]byte
+	sum := s.keys[0].mac(buf[:0], name, token)
+	out := make([]byte, 0, len(token)+1+sigLen)
+	out = append(out, token...)
+	out = append(out, '.')
+	out = base64.RawURLEncoding.AppendEncode(out, sum)
+	return string(out)
+}
+
+// Verify checks a cookie value from the cookie called name and returns
+// its token. It returns false for any value that is malformed or not
+// signed by one of the secrets. Signatures are compared in constant time.
+func (s *Signer) Verify(name, value string) (token string, ok bool) {
+	if len(value) != ValueLen || value[tokenLen] != '.' {
+		return "", false
+	}
+	token = value[:tokenLen]
+	var raw [TokenBytes]byte
+	if n, err := base64.RawURLEncoding.Decode(raw[:], []byte(token)); err != nil || n != TokenBytes {
+		return "", false
+	}
+	var got [sha256.Size + 2]byte // decoder scratch needs a little slack
+	n, err := base64.RawURLEncoding.Decode(got[:], []byte(value[tokenLen+1:]))
+	if err != nil || n != sha256.Size {
+		return "", false
+	}
+	// Check every key even after a match so timing does not reveal which
+	// key signed the value.
+	var want [sha256.Size]byte
+	valid := 0
+	for _, k := range s.keys {
+		valid |= subtle.ConstantTimeCompare(k.mac(want[:0], name, token), got[:n])
+	}
+	if valid != 1 {
+		return "", false
+	}
+	return token, true
+}

@@ -1,0 +1,49 @@
+// Package cookie makes and checks session cookies: random tokens, the store
+// keys derived from them, HMAC signatures with key rotation, and the cookie
+// attributes a session cookie is sent with.
+//
+// A cookie value is "<token>.<signature>". The token is 256 random bits in
+// base64url; the signature is HMAC-SHA256 over the cookie name and the
+// token. Stores never see the token: they key sessions by Key(token), the
+// SHA-256 of the token, so a copy of the database holds no usable cookie.
+package cookie
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+)
+
+// TokenBytes is how many random bytes a token carries (256 bits).
+const TokenBytes = 32
+
+// tokenLen is the length of an encoded token: base64url without padding.
+var tokenLen = base64.RawURLEncoding.EncodedLen(TokenBytes)
+
+// NewToken returns a new session token: TokenBytes bytes from crypto/rand,
+// base64url-encoded without padding.
+func NewToken() string {
+	var b [TokenBytes]byte
+	// crypto/rand.Read never returns an error on supported platforms; it
+	// crashes the program instead of handing out a weak token.
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Key returns the store key of a token: the hex SHA-256 of the token. It
+// is what a store indexes sessions by, never the token itself.
+func Key(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Handle returns a short, non-secret name for the session under key, fit
+// for logs and placeholders: the first 12 hex characters of the key. It
+// cannot be turned back into the token or the full key.
+func Handle(key string) string {
+	if len(key) < 12 {
+		return key
+	}
+	return key[:12]
+}
