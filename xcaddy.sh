@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds ./caddy: Caddy v2.11.9 with this module compiled in, from the working tree.
+# Skips the (~70 s) build when ./caddy is newer than every Go source and go.mod/go.sum,
+# unless FORCE=1.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ "${FORCE:-0}" != 1 && -x ./caddy ]]; then
+	# Any .go/go.mod/go.sum newer than the binary means a rebuild. Nested modules
+	# (internal/ferretdb) and examples are never compiled into Caddy, so skip them.
+	newer=$(find . -path ./internal/ferretdb -prune -o -path ./examples -prune -o -path ./.git -prune -o \
+		\( -name '*.go' -o -name go.mod -o -name go.sum \) -newer ./caddy -print -quit)
+	if [[ -z "$newer" ]]; then
+		echo "xcaddy.sh: ./caddy is up to date (FORCE=1 to rebuild)"
+		exit 0
+	fi
+fi
+
+echo "xcaddy.sh: building ./caddy (Caddy v2.11.9 + github.com/sessiongate/caddy-session)..."
+# @v0.0.0 pins the module version so xcaddy does not ask the proxy for "latest"
+# of a module that only exists here; "=." replaces it with this working tree.
+go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 \
+	--with github.com/sessiongate/caddy-session@v0.0.0=. \
+	--output ./caddy
+echo "xcaddy.sh: built ./caddy"
