@@ -36,7 +36,11 @@ var ErrUnavailable = errors.New("session store unavailable")
 // Record is one stored session.
 type Record struct {
 	// Data holds the session's top-level keys, each with its value as raw
-	// JSON. A nil map and an empty one both mean "no data".
+	// JSON. A nil map and an empty one both mean "no data". No key, at
+	// any depth, starts with "$" or holds "." or NUL: the gateway refuses
+	// such data from upstreams, so stores may rely on it (and may refuse
+	// such keys with an error). Value bytes handed out by Find are shared
+	// with the store and must be treated as read-only.
 	Data map[string]json.RawMessage
 
 	// Created is when the session was first written. It never changes and
@@ -55,8 +59,9 @@ type Record struct {
 	// (X-Session-Control: max-age=N). Zero means the configured default.
 	MaxAge time.Duration
 
-	// Version counts the changes applied to the session, starting at 1 on
-	// Create. Touch does not change it.
+	// Version counts the changes applied to the session. Create stores 1
+	// whatever the caller passed; every Apply adds one; Touch does not
+	// change it.
 	Version int64
 }
 
@@ -88,7 +93,10 @@ func (c *Change) Empty() bool {
 type Store interface {
 	// Find returns the session stored under key if it is live at now
 	// (Expires after now). Otherwise it returns ErrNotFound. The returned
-	// record belongs to the caller.
+	// record and map belong to the caller; the value bytes are read-only.
+	// A store never deletes records because of a caller's now: cleaning
+	// up expired records is its own background job (clocks may differ
+	// between gateway instances).
 	Find(ctx context.Context, key string, now time.Time) (*Record, error)
 
 	// Create stores rec under key. It never overwrites: if the key is
