@@ -1,0 +1,85 @@
+<?php
+// Front controller: Caddy's php_fastcgi sends every path that is not a file
+// here, so this is the whole router.
+
+declare(strict_types=1);
+
+require __DIR__ . '/../lib/app.php';
+
+$path = parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH) ?: '/';
+$post = ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST';
+
+switch ($path) {
+case '/':
+    $user = session()['user'] ?? null;
+    $who = is_array($user) ? '<p>Logged in as ' . e($user['name'] ?? '') . '.</p>' : '<p>You are not logged in.</p>';
+    page('Home', $who . '
+<ul>
+<li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
+<li><a href="/login">Log in</a></li>
+</ul>');
+    break;
+
+case '/login':
+    $next = param('next');
+    $name = trim(param('name', false));
+    // 1 to 100 characters of valid UTF-8 (no mbstring needed).
+    if ($post && preg_match('/^.{1,100}$/su', $name) === 1) {
+        // Patch writes only the user key; regenerate gives the session a new
+        // token at the privilege change (defeats session fixation).
+        session_patch(['user' => ['name' => $name]]);
+        session_control('regenerate');
+        redirect(safe_next($next));
+        break;
+    }
+    $err = $post ? '<p id="error">Please enter a name (up to 100 characters).</p>' : '';
+    page('Log in', $err . '
+<form method="post" action="/login">
+<input type="hidden" name="next" value="' . e(safe_next($next)) . '">
+<label for="name">Name</label>
+<input id="name" name="name" maxlength="100" required autofocus>
+<button id="submit" type="submit">Log in</button>
+</form>', $post ? 400 : 200);
+    break;
+
+case '/account':
+    $data = session();
+    $user = $data['user'] ?? null;
+    if (!is_array($user)) {
+        // Caddy's require_session already guards /account; this only
+        // matters when the app is reached without it.
+        redirect('/login?next=/account');
+        break;
+    }
+    $visits = (is_int($data['visits'] ?? null) ? $data['visits'] : 0) + 1;
+    session_patch(['visits' => $visits]);
+    page('Account', '
+<p>Hello, <span id="user">' . e($user['name'] ?? '') . '</span>.</p>
+<p>Visits: <span id="counter">' . $visits . '</span></p>
+<p>Session as received in X-Session:</p>
+<pre id="session">' . e(json_encode((object)$data, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)) . '</pre>
+<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+');
+    break;
+
+case '/logout':
+    session_control('destroy');
+    redirect('/');
+    break;
+
+case '/debug/headers':
+    // Every request header as PHP sees it (HTTP_* keys of $_SERVER), so
+    // tests can prove what never arrives.
+    $got = [];
+    foreach ($_SERVER as $k => $v) {
+        if (strncmp((string)$k, 'HTTP_', 5) === 0) {
+            $got[$k] = $v;
+        }
+    }
+    header('Content-Type: application/json');
+    echo json_encode((object)$got);
+    break;
+
+default:
+    page('Not found', '<p>Nothing here.</p>', 404);
+}

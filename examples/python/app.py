@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""A tiny app with server-side sessions, standard library only.
+
+It runs behind Caddy with the `session` handler, which does all the session
+work: the app reads the session from the X-Session request header and changes
+it with X-Session-Patch / X-Session-Control response headers. There is no
+session code, no cookie handling and no store here.
+
+    APP_PORT=8000 python3 app.py
+"""
+
+import html
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+def safe_next(value):
+    """Return value if it is a path on this site, else /account.
+
+    "//evil.example" and "/\\evil.example" are read by browsers as other
+    hosts, and control characters could be stripped into one of those (or
+    split the Location header), so only plain printable ASCII paths pass.
+    """
+    if (value and value.startswith("/") and not value.startswith(("//", "/\\"))
+            and all(0x20 < ord(c) < 0x7F and c != "\\" for c in value)):
+        return value
+    return "/account"
+
+
+def page(title, body):
+    return f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{html.escape(title)}</title></head>
+<body>
+<nav><a href="/">Home</a> | <a href="/account">Account</a> | <a href="/login">Log in</a></nav>
+<h1>{html.escape(title)}</h1>
+{body}
+</body>
+</html>
+"""
+
+
+class Handler(BaseHTTPRequestHandler):
+    # Keep-alive towards Caddy; every response carries Content-Length.
+    protocol_version = "HTTP/1.1"
+
+    def session(self):
+        # Caddy always sends X-Session ({} without a session) and strips any
+        # client-sent header of that name, so this JSON can be trusted.
+        try:
+            data = json.loads(self.headers.get("X-Session", "{}"))
+        except ValueError:
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    def send(self, status, body, ctype="text/html; charset=utf-8", headers=()):
+        raw = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(raw)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def redirect(self, location, headers=()):
+        # 303: the browser follows a POST with a GET.
+        self.send(303, "", headers=[("Location", location), *headers])
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/":
+            self.home()
+        elif url.path == "/login":
+            self.login_form(query.get("next", [""])[0])
+        elif url.path == "/account":
+            self.account()
+        elif url.path == "/logout":
+            self.logout()
+        elif url.path == "/debug/headers":
+            # Every header as received, so tests can prove what never arrives.
+            # A repeated header is joined so a duplicate cannot hide.
+            got = {k: ", ".join(self.headers.get_all(k)) for k in self.headers.keys()}
+            self.send(200, json.dumps(got), "application/json")
+        else:
+            self.send(404, page("Not found", "<p>Nothing here.</p>"))
+
+    def do_POST(self):
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        if url.path == "/login":
+            nxt = form.get("next", parse_qs(url.query).get("next", [""]))[0]
+            self.login(form.get("name", [""])[0].strip(), nxt)
+        elif url.path == "/logout":
+            self.logout()
+        else:
+            self.send(405, page("Method not allowed", ""))
+
+    def home(self):
+        user = self.session().get("user") or {}
+        who = (f"<p>Logged in as {html.escape(str(user.get('name')))}.</p>" if user
+               else "<p>You are not logged in.</p>")
+        self.send(200, page("Home", who + """
+<ul>
+<li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
+<li><a href="/login">Log in</a></li>
+</ul>"""))
+
+    def login_form(self, nxt, error=""):
+        err = f'<p id="error">{html.escape(error)}</p>' if error else ""
+        self.send(400 if error else 200, page("Log in", f"""{err}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{html.escape(safe_next(nxt))}">
+<label for="name">Name</label>
+<input id="name" name="name" maxlength="100" required autofocus>
+<button id="submit" type="submit">Log in</button>
+</form>"""))
+
+    def login(self, name, nxt):
+        if not name or len(name) > 100:
+            self.login_form(nxt, "Please enter a name (up to 100 characters).")
+            return
+        # Patch writes only the user key; regenerate gives the session a new
+        # token at the privilege change (defeats session fixation).
+        patch = json.dumps({"user": {"name": name}})  # ensure_ascii: header-safe
+        self.redirect(safe_next(nxt), [("X-Session-Patch", patch),
+                                       ("X-Session-Control", "regenerate")])
+
+    def account(self):
+        data = self.session()
+        user = data.get("user")
+        if not isinstance(user, dict):
+            # Caddy's require_session already guards /account; this only
+            # matters when the app is reached without it.
+            self.redirect("/login?next=/account")
+            return
+        visits = data.get("visits")
+        visits = (visits if isinstance(visits, int) and not isinstance(visits, bool) else 0) + 1
+        self.send(200, page("Account", f"""
+<p>Hello, <span id="user">{html.escape(str(user.get("name")))}</span>.</p>
+<p>Visits: <span id="counter">{visits}</span></p>
+<p>Session as received in X-Session:</p>
+<pre id="session">{html.escape(json.dumps(data, indent=2))}</pre>
+<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+"""), headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
+
+    def logout(self):
+        self.redirect("/", [("X-Session-Control", "destroy")])
+
+    def log_message(self, fmt, *args):
+        # Default logging includes the client address only; keep it quiet in
+        # tests unless asked.
+        if os.environ.get("APP_LOG"):
+            super().log_message(fmt, *args)
+
+
+def main():
+    port = int(os.environ.get("APP_PORT", "8000"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"python example listening on http://127.0.0.1:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
