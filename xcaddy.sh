@@ -7,9 +7,9 @@ cd "$(dirname "$0")"
 
 if [[ "${FORCE:-0}" != 1 && -x ./caddy ]]; then
 	# Any .go/go.mod/go.sum newer than the binary means a rebuild. Nested modules
-	# (internal/ferretdb) and examples are never compiled into Caddy, so skip them.
+	# (internal/ferretdb), examples and tests are never compiled into Caddy, so skip them.
 	newer=$(find . -path ./internal/ferretdb -prune -o -path ./examples -prune -o -path ./.git -prune -o \
-		\( -name '*.go' -o -name go.mod -o -name go.sum \) -newer ./caddy -print -quit)
+		\( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer ./caddy -print -quit)
 	if [[ -z "$newer" ]]; then
 		echo "xcaddy.sh: ./caddy is up to date (FORCE=1 to rebuild)"
 		exit 0

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests need and are missing: chromium (the
+# browser test), php-cli and php-fpm (the PHP example), wrk (scripts/load.sh).
+# Idempotent: does nothing when everything is there. Needs root or sudo.
+set -euo pipefail
+
+# package -> a command it provides
+declare -A provides=(
+	[chromium]=chromium
+	[php-cli]=php
+	[php-fpm]=php-fpm
+	[wrk]=wrk
+)
+
+have() {
+	# php-fpm is installed as /usr/sbin/php-fpmX.Y, often outside a user's PATH.
+	if [[ $1 == php-fpm ]]; then
+		command -v php-fpm >/dev/null || compgen -G '/usr/sbin/php-fpm*' >/dev/null
+	else
+		command -v "$1" >/dev/null
+	fi
+}
+
+missing=()
+for pkg in chromium php-cli php-fpm wrk; do
+	if have "${provides[$pkg]}"; then
+		echo "deps.sh: $pkg: present"
+	else
+		missing+=("$pkg")
+	fi
+done
+if ((${#missing[@]} == 0)); then
+	echo "deps.sh: nothing to install"
+	exit 0
+fi
+
+echo "deps.sh: missing: ${missing[*]}"
+if ! command -v apt-get >/dev/null; then
+	echo "deps.sh: no apt-get here; install these yourself: ${missing[*]}" >&2
+	exit 1
+fi
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+	if ! command -v sudo >/dev/null; then
+		echo "deps.sh: run as root (or install sudo) to apt-get install: ${missing[*]}" >&2
+		exit 1
+	fi
+	sudo=(sudo)
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# apt-get update only when the package lists are empty or do not know a package.
+if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
+	echo "deps.sh: apt-get update"
+	"${sudo[@]}" apt-get update -q || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
+fi
+echo "deps.sh: apt-get install ${missing[*]}"
+if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+	echo "deps.sh: apt-get install ${missing[*]} failed" >&2
+	exit 1
+fi
+
+# Check the result, so a package that installs no such command fails here
+# and not later in a test.
+for pkg in "${missing[@]}"; do
+	have "${provides[$pkg]}" || { echo "deps.sh: $pkg installed but ${provides[$pkg]} not found" >&2; exit 1; }
+done
+echo "deps.sh: done"
