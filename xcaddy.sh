@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# One build at a time (tests of several packages may call this at once): the
+# lock is held on this script itself, so no lock file is left behind.
+if command -v flock >/dev/null; then
+	exec 9<"$0"
+	flock 9
+fi
+
 if [[ "${FORCE:-0}" != 1 && -x ./caddy ]]; then
 	# Any .go/go.mod/go.sum newer than the binary means a rebuild. Nested modules
 	# (internal/ferretdb), examples and tests are never compiled into Caddy, so skip them.

@@ -116,7 +116,7 @@ function account(req, res) {
 
 function home(req, res) {
   const user = session(req).user;
-  const who = user ? `<p>Logged in as ${esc(user.name)}.</p>` : '<p>You are not logged in.</p>';
+  const who = user ? `<p id="status">Logged in as ${esc(user.name)}.</p>` : '<p id="status">You are not logged in.</p>';
   send(res, 200, page('Home', `${who}
 <ul>
 <li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>

@@ -103,8 +103,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def home(self):
         user = self.session().get("user") or {}
-        who = (f"<p>Logged in as {html.escape(str(user.get('name')))}.</p>" if user
-               else "<p>You are not logged in.</p>")
+        name = html.escape(str(user.get("name")))
+        who = (f'<p id="status">Logged in as {name}.</p>' if user
+               else '<p id="status">You are not logged in.</p>')
         self.send(200, page("Home", who + """
 <ul>
 <li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>

@@ -12,7 +12,7 @@ $post = ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST';
 switch ($path) {
 case '/':
     $user = session()['user'] ?? null;
-    $who = is_array($user) ? '<p>Logged in as ' . e($user['name'] ?? '') . '.</p>' : '<p>You are not logged in.</p>';
+    $who = is_array($user) ? '<p id="status">Logged in as ' . e($user['name'] ?? '') . '.</p>' : '<p id="status">You are not logged in.</p>';
     page('Home', $who . '
 <ul>
 <li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
