@@ -13,6 +13,10 @@
 //
 //	ferretdb ready mongodb://127.0.0.1:27017/
 //
+// Commands pass through a small proxy that lets one command at a time
+// reach FerretDB, because FerretDB 1.x does not update a document
+// atomically (see serialize.go).
+//
 // SIGTERM or SIGINT stops it; it exits 0 after closing the listener and the
 // SQLite backend.
 package main
@@ -22,6 +26,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -62,8 +68,18 @@ func run(listen, dir, logLevel string) error {
 	// helper waits for.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	// Bind the public address first so a taken port fails fast and -listen
+	// with port 0 picks the port the ready line reports.
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	// FerretDB itself listens on a private loopback port behind the
+	// serializer (see serialize.go).
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener: ferretdb.ListenerConfig{TCP: listen},
+		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Logger:   logger,
 		Handler:  "sqlite",
 		// FerretDB wants a file: URI naming a directory, with the
@@ -80,9 +96,23 @@ func run(listen, dir, logLevel string) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 
-	// MongoDBURI blocks until Run has bound the listener, so printing it
-	// after it returns means the port really accepts connections.
-	fmt.Printf("ferretdb ready %s\n", f.MongoDBURI())
+	// MongoDBURI blocks until Run has bound FerretDB's listener, so once
+	// it returns the backend accepts connections.
+	u, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		return err
+	}
+	ser := &serializer{ln: ln, backend: u.Host}
+	served := make(chan struct{})
+	go func() {
+		ser.serve(ctx)
+		close(served)
+	}()
 
-	return <-done
+	fmt.Printf("ferretdb ready mongodb://%s/\n", ln.Addr())
+
+	err = <-done
+	stop() // FerretDB may have stopped on its own: stop the serializer too
+	<-served
+	return err
 }
