@@ -1,0 +1,225 @@
+package examples
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// caddyBin is the xcaddy-built Caddy every test runs: $CADDY_BIN, or ../caddy
+// as built by ../xcaddy.sh in TestMain.
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	bin, err := buildCaddy()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "examples:", err)
+		os.Exit(1)
+	}
+	caddyBin = bin
+	os.Exit(m.Run())
+}
+
+func buildCaddy() (string, error) {
+	if bin := os.Getenv("CADDY_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", fmt.Errorf("CADDY_BIN: %w", err)
+		}
+		return abs, nil
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return "", err
+	}
+	// xcaddy.sh skips the build when ./caddy is up to date, so this is cheap
+	// on a second run. Its output goes to stderr, where go test shows it.
+	cmd := exec.Command("bash", filepath.Join(root, "xcaddy.sh"))
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("../xcaddy.sh failed (set CADDY_BIN to use a prebuilt Caddy): %w", err)
+	}
+	return filepath.Join(root, "caddy"), nil
+}
+
+// proc is a process started by a test, stopped (with its children) when the
+// test ends.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	log  string        // file holding its stdout and stderr
+}
+
+// start runs args in dir with env added to the environment. The process gets
+// its own process group, so stopping it also stops what it started (php-fpm
+// workers under run-fpm.sh).
+func start(t *testing.T, name, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child keeps its own descriptor
+
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Setpgid: one signal stops the whole group. Pdeathsig: if the test
+	// binary itself is killed, the child does not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- %s output (%s) ---\n%s", name, strings.Join(args, " "), tail(logPath, 6000))
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL if it is still
+// running after a few seconds.
+func (p *proc) stop() {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+	// Workers that outlived their parent are still in the group.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// waitDial waits until network/addr accepts connections, failing the test
+// if the process exits first or 20 s pass.
+func (p *proc) waitDial(t *testing.T, network, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout(network, addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before listening on %s:\n%s", p.name, addr, tail(p.log, 6000))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s after 20s: %v\n%s", p.name, addr, err, tail(p.log, 6000))
+		}
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// need returns the path of the first of the commands found, or fails the
+// test saying how to install it: a missing tool is a failure, not a skip.
+func need(t *testing.T, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if strings.Contains(n, "*") {
+			// Debian installs php-fpm as /usr/sbin/php-fpmX.Y.
+			if m, _ := filepath.Glob(n); len(m) > 0 {
+				return m[len(m)-1]
+			}
+			continue
+		}
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("%s not found: install the test dependencies with scripts/deps.sh", names[0])
+	return ""
+}
+
+// example runs one example app and Caddy with the example's Caddyfile in
+// front of it, and returns Caddy's base URL.
+func example(t *testing.T, lang string) string {
+	t.Helper()
+	dir, err := filepath.Abs(lang)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var upstream string
+	switch lang {
+	case "python", "node":
+		port := strconv.Itoa(freePort(t))
+		args := []string{need(t, "python3"), "app.py"}
+		if lang == "node" {
+			args = []string{need(t, "node", "nodejs"), "server.js"}
+		}
+		app := start(t, lang, dir, []string{"APP_PORT=" + port}, args...)
+		upstream = "127.0.0.1:" + port
+		app.waitDial(t, "tcp", upstream)
+	case "php":
+		need(t, "php-fpm", "/usr/sbin/php-fpm*")
+		sock := filepath.Join(t.TempDir(), "fpm.sock")
+		fpm := start(t, "php-fpm", dir, []string{"FPM_LISTEN=" + sock}, "bash", "run-fpm.sh")
+		fpm.waitDial(t, "unix", sock)
+		upstream = "unix/" + sock
+	default:
+		t.Fatalf("unknown example %q", lang)
+	}
+
+	port := strconv.Itoa(freePort(t))
+	data := t.TempDir()
+	caddy := start(t, "caddy", dir, []string{
+		"PORT=" + port,
+		"UPSTREAM=" + upstream,
+		"DOCROOT=" + filepath.Join(dir, "public"),
+		// A free admin port, so examples run side by side.
+		"CADDY_ADMIN=127.0.0.1:" + strconv.Itoa(freePort(t)),
+		// Caddy's storage (where the generated cookie key is kept) in a
+		// fresh directory, not the user's.
+		"XDG_DATA_HOME=" + data, "XDG_CONFIG_HOME=" + data,
+	}, caddyBin, "run", "--config", "Caddyfile", "--adapter", "caddyfile")
+	caddy.waitDial(t, "tcp", "127.0.0.1:"+port)
+	return "http://127.0.0.1:" + port
+}
