@@ -57,13 +57,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return v, nil
 	}
 	duration := func() (caddy.Duration, error) {
+		opt := d.Val()
 		v, err := oneArg()
 		if err != nil {
 			return 0, err
 		}
 		dur, err := caddy.ParseDuration(v)
 		if err != nil || dur <= 0 {
-			return 0, d.Errf("bad %s %q: want a positive duration such as 30m", d.Val(), v)
+			return 0, d.Errf("bad %s %q: want a positive duration such as 30m", opt, v)
 		}
 		return caddy.Duration(dur), nil
 	}
@@ -214,7 +215,6 @@ func (rs *RequireSession) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
-
 
 // Interface guards.
 var (

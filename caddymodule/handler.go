@@ -31,7 +31,9 @@ func init() {
 	// handlers that answer, so all of them can use its placeholders.
 	httpcaddyfile.RegisterDirectiveOrder("session", httpcaddyfile.Before, "basicauth")
 	httpcaddyfile.RegisterHandlerDirective("require_session", parseRequireCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("require_session", httpcaddyfile.After, "session")
+	// Directly after session ("basicauth" is a deprecated alias that sits
+	// between them and is never used with it).
+	httpcaddyfile.RegisterDirectiveOrder("require_session", httpcaddyfile.Before, "basic_auth")
 }
 
 // Defaults, documented in docs/caddyfile.md.

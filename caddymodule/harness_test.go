@@ -1,0 +1,282 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/memstore"
+)
+
+// testSecret is a 32-byte signing key for tests.
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// upstream is a real HTTP server that plays the application: it reports
+// what it received and answers with the session headers the test asks
+// for through query parameters (update, patch, control, status).
+func upstream(t testing.TB) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Get("block") != "" {
+			blockUntil(q.Get("block"))
+		}
+		if q.Has("hints") {
+			w.Header().Set("X-Session-Patch", `{"evil":1}`)
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+		}
+		for _, name := range []string{"update", "patch", "control"} {
+			if q.Has(name) {
+				w.Header().Set("X-Session-"+name, q.Get(name))
+			}
+		}
+		if q.Has("addkey") { // a full update built from the snapshot, as an app would
+			var data map[string]any
+			_ = json.Unmarshal([]byte(r.Header.Get("X-Session")), &data)
+			data[q.Get("addkey")] = true
+			b, _ := json.Marshal(data)
+			w.Header().Set("X-Session-Update", string(b))
+		}
+		w.Header().Set("X_Session_Junk", "leak")
+		w.Header().Set("x-session-other", "leak")
+		status := http.StatusOK
+		if s := q.Get("status"); s != "" {
+			fmt.Sscan(s, &status)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		if r.Method == http.MethodHead || status == http.StatusNotModified || status == http.StatusNoContent {
+			return
+		}
+		names := []string{}
+		for k := range r.Header {
+			names = append(names, k)
+		}
+		json.NewEncoder(w).Encode(map[string]any{
+			"session": r.Header.Get("X-Session"),
+			"meta":    r.Header.Get("X-Session-Meta"),
+			"cookie":  r.Header.Values("Cookie"),
+			"names":   names,
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// barriers holds a channel per name, made by the test before it sends
+// the requests that meet there.
+var barriers sync.Map
+
+// blockUntil lets concurrent test requests meet inside the upstream, so
+// both have loaded the same snapshot before either answers.
+func blockUntil(name string) {
+	v, _ := barriers.LoadOrStore(name, make(chan struct{}))
+	ch := v.(chan struct{})
+	select {
+	case ch <- struct{}{}:
+	case <-ch:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// gateway is a real Caddy, running in this process, loaded from a
+// Caddyfile.
+type gateway struct {
+	t      testing.TB
+	base   string
+	client *http.Client
+	jar    http.CookieJar
+}
+
+// globalOptions keep a test Caddy to itself: no admin endpoint, nothing
+// persisted, storage in a temporary folder.
+func globalOptions(t testing.TB) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	storage file_system %s
+}
+`, t.TempDir())
+}
+
+// loadCaddyfile adapts and (re)loads a Caddyfile into this process's Caddy.
+func loadCaddyfile(t testing.TB, cf string) error {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	cfg, warnings, err := adapter.Adapt([]byte(cf), nil)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		t.Logf("caddyfile warning: %s", w.Message)
+	}
+	return caddy.Load(cfg, true)
+}
+
+// startGateway runs Caddy with the session directive configured by body
+// in front of up, on a free port. The site block is written around body.
+func startGateway(t testing.TB, options, body string, up *httptest.Server) *gateway {
+	t.Helper()
+	port := freePort(t)
+	cf := fmt.Sprintf("%s\nhttp://127.0.0.1:%d {\n%s\n\treverse_proxy %s\n}\n", options, port, body, strings.TrimPrefix(up.URL, "http://"))
+	if err := loadCaddyfile(t, cf); err != nil {
+		t.Fatalf("loading Caddyfile: %v\n%s", err, cf)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	jar, _ := cookiejar.New(nil)
+	return &gateway{
+		t:    t,
+		base: fmt.Sprintf("http://127.0.0.1:%d", port),
+		jar:  jar,
+		client: &http.Client{
+			Jar:           jar,
+			Timeout:       10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// reply is what the upstream saw, as it reported it.
+type reply struct {
+	Status  int
+	Header  http.Header
+	Session map[string]any
+	Meta    struct {
+		New     bool   `json:"new"`
+		ID      string `json:"id"`
+		Created int64  `json:"created"`
+		Expires int64  `json:"expires"`
+	}
+	RawSession string
+	Cookie     []string
+	Names      []string
+	Body       string
+}
+
+func (g *gateway) do(req *http.Request) reply {
+	g.t.Helper()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := reply{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
+	var rep struct {
+		Session string   `json:"session"`
+		Meta    string   `json:"meta"`
+		Cookie  []string `json:"cookie"`
+		Names   []string `json:"names"`
+	}
+	if json.Unmarshal(body, &rep) == nil && rep.Session != "" {
+		out.RawSession = rep.Session
+		if err := json.Unmarshal([]byte(rep.Session), &out.Session); err != nil {
+			g.t.Fatalf("X-Session is not JSON: %q", rep.Session)
+		}
+		if err := json.Unmarshal([]byte(rep.Meta), &out.Meta); err != nil {
+			g.t.Fatalf("X-Session-Meta is not JSON: %q", rep.Meta)
+		}
+		out.Cookie, out.Names = rep.Cookie, rep.Names
+	}
+	for name := range resp.Header {
+		if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "x-session") {
+			g.t.Errorf("session header %s reached the client (status %d)", name, resp.StatusCode)
+		}
+	}
+	return out
+}
+
+func (g *gateway) get(path string) reply {
+	g.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, g.base+path, nil)
+	return g.do(req)
+}
+
+// sessionCookie is the session cookie the jar holds, or "".
+func (g *gateway) sessionCookie(name string) string {
+	req, _ := http.NewRequest(http.MethodGet, g.base, nil)
+	for _, c := range g.jar.Cookies(req.URL) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// setCookie replaces the jar's session cookie value.
+func (g *gateway) setCookie(name, value string) {
+	req, _ := http.NewRequest(http.MethodGet, g.base, nil)
+	g.jar.SetCookies(req.URL, []*http.Cookie{{Name: name, Value: value, Path: "/"}})
+}
+
+// skew moves the gateway's clock forward for the rest of the test.
+func skew(t testing.TB, d time.Duration) {
+	clockSkew.Add(int64(d))
+	t.Cleanup(func() { clockSkew.Store(0) })
+}
+
+// countingStore is a real memory store that counts the calls it gets, so
+// tests can assert that bad cookies cost no store round trip. It is a
+// Caddy module like any store: http.session.stores.counting.
+type countingStore struct {
+	*memstore.Store
+}
+
+var storeCalls atomic.Int64
+
+func init() { caddy.RegisterModule(new(countingStore)) }
+
+func (*countingStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.session.stores.counting", New: func() caddy.Module { return new(countingStore) }}
+}
+
+func (c *countingStore) Provision(caddy.Context) error {
+	c.Store = memstore.New()
+	return nil
+}
+
+func (c *countingStore) Cleanup() error { return c.Store.Close() }
+
+// UnmarshalCaddyfile accepts `store counting`.
+func (*countingStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+func (c *countingStore) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
+	storeCalls.Add(1)
+	return c.Store.Find(ctx, key, now)
+}
+
+func (c *countingStore) Create(ctx context.Context, key string, rec *store.Record) error {
+	storeCalls.Add(1)
+	return c.Store.Create(ctx, key, rec)
+}
