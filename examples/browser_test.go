@@ -20,7 +20,7 @@ import (
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	chromium := need(t, "/usr/bin/chromium", "chromium", "chromium-browser")
-	base := example(t, "python")
+	base := example(t, "python").base
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),

@@ -6,6 +6,7 @@
 package examples
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -16,18 +17,51 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/caddy-session/internal/mongotest"
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 func TestPython(t *testing.T) { t.Parallel(); walk(t, "python", example(t, "python")) }
 func TestNode(t *testing.T)   { t.Parallel(); walk(t, "node", example(t, "node")) }
 func TestPHP(t *testing.T)    { t.Parallel(); walk(t, "php", example(t, "php")) }
 
+// TestDemo runs the root Caddyfile.example, what scripts/demo.sh runs, with
+// each store it offers.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, "python", "../Caddyfile.example", "SESSION_STORE=memory")
+		walk(t, "python", s)
+		// subject user.name puts the user in Caddy's access log.
+		if !strings.Contains(tail(s.caddy.log, 1<<30), `"user_id":"alice"`) {
+			t.Errorf(`Caddy's access log has no "user_id":"alice"`)
+		}
+	})
+	t.Run("mongodb", func(t *testing.T) {
+		t.Parallel()
+		uri, db := mongotest.Database(t)
+		s := serve(t, "python", "../Caddyfile.example",
+			"SESSION_STORE=mongodb", "MONGODB_URI="+uri, "MONGODB_DATABASE="+db)
+		walk(t, "python", s)
+		// The store is really MongoDB: a logged-in session is a document in
+		// its collection (walk ends logged out, so log in once more).
+		newClient(t, s.base).login("dora", "/account", "/account")
+		n, err := mongotest.Client(t).Database(db).Collection("sessions").CountDocuments(context.Background(), bson.D{})
+		if err != nil || n == 0 {
+			t.Errorf("sessions in MongoDB: %d, %v; want some", n, err)
+		}
+	})
+}
+
 // cookieName is the session cookie's default name.
 const cookieName = "session"
 
 // walk takes one example through the whole flow a visitor goes through,
 // checking at each step what the client and the backend see.
-func walk(t *testing.T, lang, base string) {
+func walk(t *testing.T, lang string, s site) {
+	base := s.base
 	visitor := newClient(t, base)
 
 	// A public page creates no session.
@@ -120,6 +154,14 @@ func walk(t *testing.T, lang, base string) {
 	r.expect(http.StatusSeeOther)
 	r.expectLocation("/")
 	replay(t, base, third)
+
+	// Caddy's log never holds a session token.
+	log := tail(s.caddy.log, 1<<30)
+	for _, token := range []string{first, second, third} {
+		if strings.Contains(log, token) {
+			t.Errorf("Caddy's log contains a session cookie value")
+		}
+	}
 }
 
 // spoofHeaders are what a client could send to impersonate someone or to

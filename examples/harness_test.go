@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/caddy-session/internal/mongotest"
 )
 
 // caddyBin is the xcaddy-built Caddy every test runs: $CADDY_BIN, or ../caddy
@@ -25,7 +27,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	caddyBin = bin
-	os.Exit(m.Run())
+	// Main stops the FerretDB that TestDemo/mongodb may have started.
+	mongotest.Main(m)
 }
 
 func buildCaddy() (string, error) {
@@ -178,12 +181,27 @@ func need(t *testing.T, names ...string) string {
 	return ""
 }
 
-// example runs one example app and Caddy with the example's Caddyfile in
-// front of it, and returns Caddy's base URL.
-func example(t *testing.T, lang string) string {
+// site is an example app with Caddy in front of it.
+type site struct {
+	base  string // Caddy's URL
+	caddy *proc
+}
+
+// example runs one example app and Caddy with the example's own Caddyfile.
+func example(t *testing.T, lang string) site {
+	t.Helper()
+	return serve(t, lang, filepath.Join(lang, "Caddyfile"))
+}
+
+// serve runs one example app and Caddy with caddyfile in front of it; env is
+// added to Caddy's environment.
+func serve(t *testing.T, lang, caddyfile string, env ...string) site {
 	t.Helper()
 	dir, err := filepath.Abs(lang)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if caddyfile, err = filepath.Abs(caddyfile); err != nil {
 		t.Fatal(err)
 	}
 
@@ -210,7 +228,7 @@ func example(t *testing.T, lang string) string {
 
 	port := strconv.Itoa(freePort(t))
 	data := t.TempDir()
-	caddy := start(t, "caddy", dir, []string{
+	caddy := start(t, "caddy", dir, append([]string{
 		"PORT=" + port,
 		"UPSTREAM=" + upstream,
 		"DOCROOT=" + filepath.Join(dir, "public"),
@@ -219,7 +237,7 @@ func example(t *testing.T, lang string) string {
 		// Caddy's storage (where the generated cookie key is kept) in a
 		// fresh directory, not the user's.
 		"XDG_DATA_HOME=" + data, "XDG_CONFIG_HOME=" + data,
-	}, caddyBin, "run", "--config", "Caddyfile", "--adapter", "caddyfile")
+	}, env...), caddyBin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	caddy.waitDial(t, "tcp", "127.0.0.1:"+port)
-	return "http://127.0.0.1:" + port
+	return site{base: "http://127.0.0.1:" + port, caddy: caddy}
 }
