@@ -280,3 +280,10 @@ func (c *countingStore) Create(ctx context.Context, key string, rec *store.Recor
 	storeCalls.Add(1)
 	return c.Store.Create(ctx, key, rec)
 }
+
+// caddyCtx is a Caddy context for provisioning modules outside a config.
+func caddyCtx(t testing.TB) caddy.Context {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	return ctx
+}

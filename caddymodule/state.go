@@ -60,10 +60,8 @@ func (st *state) meta() string {
 // placeholder resolves {http.session.<path>} and {http.session_meta.*}.
 func (st *state) placeholder(key string) (any, bool) {
 	if path, ok := strings.CutPrefix(key, "http.session."); ok {
-		v, found := lookup(st.data(), strings.Split(path, "."))
-		if !found {
-			return nil, false
-		}
+		// Absent data renders empty, not as the literal placeholder.
+		v, _ := lookup(st.data(), strings.Split(path, "."))
 		return placeholderValue(v), true
 	}
 	if field, ok := strings.CutPrefix(key, "http.session_meta."); ok {
