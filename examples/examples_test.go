@@ -133,11 +133,12 @@ func walk(t *testing.T, lang string, s site) {
 
 	// Logging in again (next is another site, so it is ignored) regenerates
 	// the session: new token, data kept, the old cookie dead.
-	second := visitor.login("bob", "//evil.example/", "/account")
+	// The name is not ASCII: each app must escape it in its header JSON.
+	second := visitor.login("Zoë", "//evil.example/", "/account")
 	if second == first {
 		t.Errorf("login did not change the session cookie")
 	}
-	visitor.account("/account", "bob", 5)
+	visitor.account("/account", "Zoë", 5)
 	replay(t, base, first)
 
 	// Logout: the session is gone for this browser and for its cookie.

@@ -55,7 +55,7 @@ if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
 	"${sudo[@]}" apt-get update -q || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
 fi
 echo "deps.sh: apt-get install ${missing[*]}"
-if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+if ! "${sudo[@]}" apt-get install -y -q "${missing[@]}"; then
 	echo "deps.sh: apt-get install ${missing[*]} failed" >&2
 	exit 1
 fi
