@@ -309,7 +309,10 @@ func now() time.Time {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	st := &state{h: h, now: now()}
+	// One allocation holds the request's session state and the response
+	// writer wrapper: this is the per-request path.
+	rw := &responseWriter{st: state{h: h, now: now()}}
+	st := &rw.st
 	h.stripSessionHeaders(r.Header)
 
 	// The cookie is always taken out of the request: the upstream never
@@ -341,7 +344,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	r = r.WithContext(context.WithValue(r.Context(), stateCtxKey{}, st))
 	st.req = r
-	rw := &responseWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, st: st, repl: repl}
+	rw.rww.ResponseWriter = w
+	rw.ResponseWriterWrapper = &rw.rww
+	rw.repl = repl
 	err := next.ServeHTTP(rw, r)
 	if !rw.wroteHeader {
 		if err != nil {

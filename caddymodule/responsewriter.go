@@ -16,7 +16,8 @@ import (
 // handler answers with the error instead.
 type responseWriter struct {
 	*caddyhttp.ResponseWriterWrapper
-	st          *state
+	rww         caddyhttp.ResponseWriterWrapper // what the pointer above points to
+	st          state
 	repl        *caddy.Replacer
 	wroteHeader bool
 	failure     error

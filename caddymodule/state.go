@@ -169,7 +169,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 
 	// Writes outlive a client that hangs up mid-response: a regenerate
 	// half done would leave the old token alive.
-	ctx := context.WithoutCancel(r.Context())
+	ctx := withoutCancel{r.Context()}
 	tls := r.TLS != nil
 	setCookie := func(c *http.Cookie) { hdr.Add("Set-Cookie", c.String()) }
 
@@ -315,7 +315,11 @@ func addVary(hdr http.Header) {
 // a session: "public" is dropped and "private" added unless the response
 // already forbids storing.
 func makePrivate(hdr http.Header) {
-	cc := hdr.Values("Cache-Control")
+	cc := hdr["Cache-Control"]
+	if len(cc) == 0 {
+		hdr["Cache-Control"] = []string{"private"}
+		return
+	}
 	var kept []string
 	for _, v := range cc {
 		for item := range strings.SplitSeq(v, ",") {
@@ -334,6 +338,14 @@ func makePrivate(hdr http.Header) {
 	}
 	hdr.Set("Cache-Control", strings.Join(append([]string{"private"}, kept...), ", "))
 }
+
+// withoutCancel is context.WithoutCancel without its allocation on the
+// path where no store write happens.
+type withoutCancel struct{ context.Context }
+
+func (withoutCancel) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (withoutCancel) Done() <-chan struct{}       { return nil }
+func (withoutCancel) Err() error                  { return nil }
 
 // noWriter lets storeFailed be used where only a header map is at hand.
 type noWriter struct{ h http.Header }
