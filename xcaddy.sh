@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 # One build at a time (tests of several packages may call this at once): the
 # lock is held on this script itself, so no lock file is left behind.
 if command -v flock >/dev/null; then
-	exec 9<"$0"
+	exec 9<"$(basename "$0")"
 	flock 9
 fi
 
