@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.uber.org/zap"
 
@@ -28,6 +29,13 @@ func init() {
 // cleaned up (dropping one), so the client survives the reload and no
 // second pool is opened; it is disconnected when its last user goes.
 var mongoClients = caddy.NewUsagePool()
+
+// testCommandMonitor is a test hook, nil in production: when set, clients
+// created by Provision hand it to the driver, so integration tests can
+// count the commands a request through Caddy costs. Tests set it before
+// loading a config whose client is not pooled yet (a unique timeout gives
+// a fresh pool entry) and clear it afterwards.
+var testCommandMonitor *event.CommandMonitor
 
 // pooledClient lets a *mongo.Client live in a caddy.UsagePool.
 type pooledClient struct {
@@ -132,6 +140,7 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 		WriteConcern:  repl.ReplaceKnown(m.WriteConcern, ""),
 		SweepInterval: time.Duration(m.SweepInterval),
 		Logger:        ctx.Logger(),
+		Monitor:       testCommandMonitor, // nil outside tests
 	}
 	if err := validateMongoNames(opts.Database, opts.Collection); err != nil {
 		return err

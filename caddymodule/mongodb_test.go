@@ -20,7 +20,13 @@ import (
 // TestMain routes the package's tests through mongotest so the MongoDB
 // tests share one server (FerretDB unless MONGODB_URI is set), started
 // only if a test asks for it.
-func TestMain(m *testing.M) { mongotest.Main(m) }
+//
+// With CADDY_SESSION_TEST_CADDY=1 the binary is a second Caddy process
+// for TestMongoGatewayTwoProcesses instead (see mongo_gateway_test.go).
+func TestMain(m *testing.M) {
+	maybeRunTestCaddy()
+	mongotest.Main(m)
+}
 
 func TestMongoDBStoreCaddyfile(t *testing.T) {
 	d := caddyfile.NewTestDispenser(`mongodb {
