@@ -436,6 +436,7 @@ func TestMongoGatewayStoreDown(t *testing.T) {
 			start := time.Now()
 			r := v.get(path)
 			took := time.Since(start)
+			t.Logf("visitor %d %s with MongoDB down: %d in %v", i, path, r.Status, took.Round(time.Millisecond))
 			if r.Status != http.StatusServiceUnavailable {
 				t.Fatalf("visitor %d %s with MongoDB down: status %d, want 503 (%s)", i, path, r.Status, r.Body)
 			}
@@ -478,9 +479,12 @@ func TestMongoGatewayStoreDown(t *testing.T) {
 	// moment to find the server again.
 	for i, v := range visitors {
 		deadline := time.Now().Add(20 * time.Second)
-		for {
+		for attempt := 1; ; attempt++ {
 			r := v.get("/")
 			if r.Status == 200 {
+				if attempt > 1 {
+					t.Logf("visitor %d: served after %d attempts once MongoDB was back", i, attempt)
+				}
 				if fmt.Sprint(r.Session) != fmt.Sprintf("map[i:%d]", i) || r.Meta.New {
 					t.Fatalf("visitor %d after restart: %v", i, r.Session)
 				}
