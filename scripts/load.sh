@@ -11,6 +11,8 @@
 #   ROUNDS=2                                measured rounds; each round runs both sites, in alternating order
 #   WARMUP=2s                               untimed wrk run against each site before measuring
 #   CADDY=./caddy                           the binary (built with ./xcaddy.sh when CADDY is not set)
+#   PIN=0                                   PIN=1: gateway on CPU 0, upstream and wrk on CPU 1 (taskset), so the
+#                                           gateway is the bottleneck and the ratio is its own cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-2}
 WARMUP=${WARMUP:-2s}
+PIN=${PIN:-0}
 
 say() { printf 'load.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -103,8 +106,20 @@ http://127.0.0.1:$plain_port {
 }
 EOF
 
-start() { # name caddyfile
-	"$CADDY" run --adapter caddyfile --config "$2" >"$tmp/$1.log" 2>&1 &
+# on CPU: with PIN=1 runs the command on one CPU, otherwise as is.
+gateway_cpu=()
+client_cpu=()
+if [[ $PIN == 1 ]]; then
+	command -v taskset >/dev/null || die "PIN=1 needs taskset (Debian package util-linux)"
+	(($(nproc) >= 2)) || die "PIN=1 needs at least 2 CPUs"
+	gateway_cpu=(taskset -c 0)
+	client_cpu=(taskset -c 1)
+fi
+
+start() { # name caddyfile cpu...
+	local name=$1 config=$2
+	shift 2
+	"$@" "$CADDY" run --adapter caddyfile --config "$config" >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 }
 wait_port() { # name port
@@ -118,9 +133,9 @@ wait_port() { # name port
 	exit 1
 }
 
-start upstream "$tmp/upstream.caddyfile"
+start upstream "$tmp/upstream.caddyfile" "${client_cpu[@]}"
 wait_port upstream "$up_port"
-start gateway "$tmp/gateway.caddyfile"
+start gateway "$tmp/gateway.caddyfile" "${gateway_cpu[@]}"
 wait_port gateway "$session_port"
 wait_port gateway "$plain_port"
 
@@ -134,7 +149,7 @@ seen=$(curl -s --max-time 5 -H "Cookie: $cookie" "http://127.0.0.1:$session_port
 
 run_wrk() { # port duration -> requests/s and average latency, tab-separated
 	local out
-	out=$(timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" -H "Cookie: $cookie" "http://127.0.0.1:$1/") ||
+	out=$("${client_cpu[@]}" timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" -H "Cookie: $cookie" "http://127.0.0.1:$1/") ||
 		die "wrk against 127.0.0.1:$1 failed"
 	if grep -q 'Non-2xx or 3xx responses' <<<"$out"; then
 		die "wrk against 127.0.0.1:$1 got error responses: $(grep 'Non-2xx' <<<"$out")"
@@ -142,7 +157,9 @@ run_wrk() { # port duration -> requests/s and average latency, tab-separated
 	awk '/^Requests\/sec:/ {rps = $2} $1 == "Latency" && lat == "" {lat = $2} END {printf "%s\t%s\n", rps, lat}' <<<"$out"
 }
 
-say "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), every request with a valid session cookie (upstream changes nothing)"
+pinned="not pinned"
+[[ $PIN == 1 ]] && pinned="gateway on CPU 0, upstream and wrk on CPU 1"
+say "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), $pinned, every request with a valid session cookie (upstream changes nothing)"
 run_wrk "$plain_port" "$WARMUP" >/dev/null || exit 1
 run_wrk "$session_port" "$WARMUP" >/dev/null || exit 1
 
