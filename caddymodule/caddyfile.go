@@ -46,28 +46,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		return h.Cookie
 	}
-	oneArg := func() (string, error) {
-		if !d.NextArg() {
-			return "", d.ArgErr()
-		}
-		v := d.Val()
-		if d.NextArg() {
-			return "", d.ArgErr()
-		}
-		return v, nil
-	}
-	duration := func() (caddy.Duration, error) {
-		opt := d.Val()
-		v, err := oneArg()
-		if err != nil {
-			return 0, err
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur <= 0 {
-			return 0, d.Errf("bad %s %q: want a positive duration such as 30m", opt, v)
-		}
-		return caddy.Duration(dur), nil
-	}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		var err error
@@ -91,20 +69,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "idle_timeout":
-			h.IdleTimeout, err = duration()
+			h.IdleTimeout, err = durationArg(d)
 		case "lifetime":
-			h.Lifetime, err = duration()
+			h.Lifetime, err = durationArg(d)
 		case "touch_interval":
-			h.TouchInterval, err = duration()
+			h.TouchInterval, err = durationArg(d)
 		case "cookie_name":
-			cc().Name, err = oneArg()
+			cc().Name, err = oneArg(d)
 		case "cookie_domain":
-			cc().Domain, err = oneArg()
+			cc().Domain, err = oneArg(d)
 		case "cookie_path":
-			cc().Path, err = oneArg()
+			cc().Path, err = oneArg(d)
 		case "cookie_same_site":
 			var v string
-			if v, err = oneArg(); err == nil {
+			if v, err = oneArg(d); err == nil {
 				switch strings.ToLower(v) {
 				case "lax", "strict", "none":
 					cc().SameSite = strings.ToLower(v)
@@ -114,7 +92,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cookie_secure":
 			var v string
-			if v, err = oneArg(); err == nil {
+			if v, err = oneArg(d); err == nil {
 				switch strings.ToLower(v) {
 				case "auto", "always", "never":
 					cc().Secure = strings.ToLower(v)
@@ -124,7 +102,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "cookie_max_age":
 			var v string
-			if v, err = oneArg(); err == nil {
+			if v, err = oneArg(d); err == nil {
 				if v == "session" {
 					cc().MaxAge = -1
 				} else if dur, perr := caddy.ParseDuration(v); perr == nil && dur > 0 {
@@ -135,7 +113,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "header_prefix":
 			var v string
-			if v, err = oneArg(); err == nil {
+			if v, err = oneArg(d); err == nil {
 				if !validHeaderName(v) {
 					return d.Errf("bad header_prefix %q", v)
 				}
@@ -143,7 +121,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "max_update_size":
 			var v string
-			if v, err = oneArg(); err == nil {
+			if v, err = oneArg(d); err == nil {
 				n, perr := humanize.ParseBytes(v)
 				if perr != nil || n == 0 || n > 1<<20 {
 					return d.Errf("bad max_update_size %q: want a size such as 8KiB, at most 1MiB", v)
@@ -151,7 +129,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MaxUpdateSize = int(n)
 			}
 		case "subject":
-			h.Subject, err = oneArg()
+			h.Subject, err = oneArg(d)
 		default:
 			return d.Errf("unknown session subdirective %q", opt)
 		}
@@ -160,6 +138,33 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// oneArg reads exactly one argument for the subdirective just read.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// durationArg reads one positive duration for the subdirective just read,
+// naming the subdirective in the error.
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("bad %s %q: want a positive duration such as 30m", opt, v)
+	}
+	return caddy.Duration(dur), nil
 }
 
 func validHeaderName(s string) bool {

@@ -247,43 +247,21 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	oneArg := func() (string, error) {
-		if !d.NextArg() {
-			return "", d.ArgErr()
-		}
-		v := d.Val()
-		if d.NextArg() {
-			return "", d.ArgErr()
-		}
-		return v, nil
-	}
-	duration := func() (caddy.Duration, error) {
-		name := d.Val()
-		v, err := oneArg()
-		if err != nil {
-			return 0, err
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil || dur <= 0 {
-			return 0, d.Errf("bad %s %q: want a positive duration such as 5s", name, v)
-		}
-		return caddy.Duration(dur), nil
-	}
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
 		case "uri":
-			m.URI, err = oneArg()
+			m.URI, err = oneArg(d)
 		case "database":
-			m.Database, err = oneArg()
+			m.Database, err = oneArg(d)
 		case "collection":
-			m.Collection, err = oneArg()
+			m.Collection, err = oneArg(d)
 		case "timeout":
-			m.Timeout, err = duration()
+			m.Timeout, err = durationArg(d)
 		case "write_concern":
-			m.WriteConcern, err = oneArg()
+			m.WriteConcern, err = oneArg(d)
 		case "sweep_interval":
-			m.SweepInterval, err = duration()
+			m.SweepInterval, err = durationArg(d)
 		default:
 			return d.Errf("unknown mongodb store option '%s'", d.Val())
 		}
