@@ -1,9 +1,6 @@
 package caddymodule
 
 import (
-	"context"
-	"time"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
@@ -53,7 +50,10 @@ type MemoryStore struct {
 	// sites different names to keep their sessions apart.
 	Name string `json:"name,omitempty"`
 
-	store   *memstore.Store
+	// Store is the pooled store; its methods are the module's store.Store
+	// methods.
+	store.Store `json:"-"`
+
 	poolKey string // set only while this module holds a pool reference
 }
 
@@ -78,7 +78,7 @@ func (m *MemoryStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	m.store = val.(pooledMemstore).Store
+	m.Store = val.(pooledMemstore).Store
 	m.poolKey = name
 	ctx.Logger().Debug("memory session store ready",
 		zap.String("name", name), zap.Bool("shared", loaded))
@@ -118,31 +118,6 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("memory store takes no block, found '%s'", d.Val())
 	}
 	return nil
-}
-
-// Find implements store.Store.
-func (m *MemoryStore) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
-	return m.store.Find(ctx, key, now)
-}
-
-// Create implements store.Store.
-func (m *MemoryStore) Create(ctx context.Context, key string, rec *store.Record) error {
-	return m.store.Create(ctx, key, rec)
-}
-
-// Apply implements store.Store.
-func (m *MemoryStore) Apply(ctx context.Context, key string, ch store.Change, now time.Time) error {
-	return m.store.Apply(ctx, key, ch, now)
-}
-
-// Touch implements store.Store.
-func (m *MemoryStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
-	return m.store.Touch(ctx, key, expires, now)
-}
-
-// Delete implements store.Store.
-func (m *MemoryStore) Delete(ctx context.Context, key string) error {
-	return m.store.Delete(ctx, key)
 }
 
 // Interface guards

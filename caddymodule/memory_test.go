@@ -113,7 +113,7 @@ func TestMemoryStoreDefaultName(t *testing.T) {
 	a := provisionMemory(t, "")
 	b := provisionMemory(t, defaultMemoryStoreName)
 	t.Cleanup(func() { a.Cleanup(); b.Cleanup() })
-	if a.store != b.store {
+	if a.Store != b.Store {
 		t.Fatal(`an unnamed memory store does not share the "default" store`)
 	}
 }

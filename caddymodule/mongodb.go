@@ -107,7 +107,11 @@ type MongoDBStore struct {
 	// server refuses the TTL index. Default 1m.
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
-	store   *mongostore.Store
+	// Store is the open store; its methods are the module's store.Store
+	// methods.
+	store.Store `json:"-"`
+
+	mstore  *mongostore.Store // the same store, for Close
 	client  *mongo.Client
 	poolKey string // set only while this module holds a pool reference
 }
@@ -171,7 +175,7 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err // Caddy calls Cleanup, which drops the reference
 	}
-	m.store = st
+	m.Store, m.mstore = st, st
 	ctx.Logger().Info("mongodb session store ready",
 		zap.String("database", st.Collection().Database().Name()),
 		zap.String("collection", st.Collection().Name()),
@@ -212,10 +216,10 @@ func validateMongoNames(db, coll string) error {
 // reference to the shared client; the last reference disconnects it.
 func (m *MongoDBStore) Cleanup() error {
 	var errs []error
-	if m.store != nil {
+	if m.mstore != nil {
 		// Close only stops goroutines: the client is the pool's.
-		errs = append(errs, m.store.Close(context.Background()))
-		m.store = nil
+		errs = append(errs, m.mstore.Close(context.Background()))
+		m.Store, m.mstore = nil, nil
 	}
 	if m.poolKey != "" {
 		// Clear the key first: a second Cleanup must not drop a
@@ -273,31 +277,6 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("mongodb store needs a uri")
 	}
 	return nil
-}
-
-// Find implements store.Store.
-func (m *MongoDBStore) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
-	return m.store.Find(ctx, key, now)
-}
-
-// Create implements store.Store.
-func (m *MongoDBStore) Create(ctx context.Context, key string, rec *store.Record) error {
-	return m.store.Create(ctx, key, rec)
-}
-
-// Apply implements store.Store.
-func (m *MongoDBStore) Apply(ctx context.Context, key string, ch store.Change, now time.Time) error {
-	return m.store.Apply(ctx, key, ch, now)
-}
-
-// Touch implements store.Store.
-func (m *MongoDBStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
-	return m.store.Touch(ctx, key, expires, now)
-}
-
-// Delete implements store.Store.
-func (m *MongoDBStore) Delete(ctx context.Context, key string) error {
-	return m.store.Delete(ctx, key)
 }
 
 // Interface guards
