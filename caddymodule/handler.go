@@ -330,7 +330,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				}
 			case errors.Is(err, store.ErrNotFound):
 			default:
-				return h.storeFailed(w, r, "load", err)
+				return h.storeFailed(w.Header(), "load", err)
 			}
 		}
 	}
@@ -391,7 +391,7 @@ func (h *Handler) expiry(created time.Time, idle time.Duration, now time.Time) t
 // because the store failed: 503 with Retry-After when the store is
 // unreachable, 500 otherwise. It fails closed: no request goes on without
 // the session it asked for.
-func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, op string, err error) error {
+func (h *Handler) storeFailed(hdr http.Header, op string, err error) error {
 	status := http.StatusInternalServerError
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		status = http.StatusServiceUnavailable
@@ -399,9 +399,9 @@ func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, op string,
 	} else {
 		h.logger.Error("session store failed", zap.String("op", op), zap.Error(err))
 	}
-	clear(w.Header())
+	clear(hdr) // nothing of an upstream's answer may go out with the error
 	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "5")
+		hdr.Set("Retry-After", "5")
 	}
 	return caddyhttp.Error(status, fmt.Errorf("session store: %s: %w", op, err))
 }

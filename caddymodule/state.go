@@ -177,7 +177,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 	case out.Destroy:
 		if st.rec != nil {
 			if err := h.store.Delete(ctx, st.key); err != nil {
-				return h.storeFailed(noWriter{hdr}, r, "destroy", err)
+				return h.storeFailed(hdr, "destroy", err)
 			}
 			h.logger.Debug("session destroyed", zap.String("session", st.handle()))
 		}
@@ -200,14 +200,14 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 		rec.Expires = h.expiry(rec.Created, h.idleFor(rec), st.now)
 		token, key, err := h.create(ctx, rec)
 		if err != nil {
-			return h.storeFailed(noWriter{hdr}, r, "create", err)
+			return h.storeFailed(hdr, "create", err)
 		}
 		if st.rec != nil {
 			if err := h.store.Delete(ctx, st.key); err != nil {
 				// The new session exists but the old token still works:
 				// fail the request rather than leave a fixation hole open.
 				_ = h.store.Delete(ctx, key)
-				return h.storeFailed(noWriter{hdr}, r, "regenerate", err)
+				return h.storeFailed(hdr, "regenerate", err)
 			}
 		}
 		st.token, st.key, st.rec = token, key, rec
@@ -228,7 +228,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 			setCookie(h.attrs.Expired(tls))
 			st.rec, st.key, st.token = nil, "", ""
 		case err != nil:
-			return h.storeFailed(noWriter{hdr}, r, "update", err)
+			return h.storeFailed(hdr, "update", err)
 		default:
 			st.rec.Data, st.rec.Expires, st.rec.Updated = out.Data, ch.Expires, st.now
 			if out.MaxAge != nil {
@@ -346,10 +346,3 @@ type withoutCancel struct{ context.Context }
 func (withoutCancel) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (withoutCancel) Done() <-chan struct{}       { return nil }
 func (withoutCancel) Err() error                  { return nil }
-
-// noWriter lets storeFailed be used where only a header map is at hand.
-type noWriter struct{ h http.Header }
-
-func (n noWriter) Header() http.Header       { return n.h }
-func (n noWriter) Write([]byte) (int, error) { return 0, errors.New("not writable") }
-func (n noWriter) WriteHeader(int)           {}

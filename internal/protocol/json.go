@@ -79,9 +79,6 @@ func encode(dst []byte, v any) []byte {
 		return append(dst, "false"...)
 	case json.Number:
 		return append(dst, v...)
-	case float64: // only from callers that did not use UseNumber
-		b, _ := json.Marshal(v)
-		return append(dst, b...)
 	case string:
 		return appendString(dst, v)
 	case []any:
