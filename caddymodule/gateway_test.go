@@ -71,22 +71,7 @@ func TestProtocolWalk(t *testing.T) {
 		t.Fatal("an unchanged session must not re-send the cookie")
 	}
 
-	// Patch: only the named keys change; null removes.
-	r = g.get("/?patch=" + url.QueryEscape(`{"n":2,"user":{"role":"admin"}}`))
-	r = g.get("/")
-	if fmt.Sprint(r.Session) != "map[n:2 user:map[name:Zoë role:admin]]" {
-		t.Fatalf("after patch: %v", r.Session)
-	}
-	g.get("/?patch=" + url.QueryEscape(`{"n":null}`))
-	if r = g.get("/"); fmt.Sprint(r.Session) != "map[user:map[name:Zoë role:admin]]" {
-		t.Fatalf("after null patch: %v", r.Session)
-	}
-
-	// Update replaces.
-	g.get("/?update=" + url.QueryEscape(`{"cart":[1,2]}`))
-	if r = g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
-		t.Fatalf("after update: %v", r.Session)
-	}
+	walkPatchAndUpdate(t, g)
 
 	// Regenerate: new token, same data, old cookie dead at once.
 	before := g.sessionCookie("session")
@@ -122,6 +107,24 @@ func TestProtocolWalk(t *testing.T) {
 	g.get("/?update=null")
 	if r = g.get("/"); r.RawSession != "{}" {
 		t.Fatal("update null must destroy")
+	}
+}
+
+// walkPatchAndUpdate checks patch, null patch and update on a session
+// holding {"n":1,"user":{"name":"Zoë"}}; every store's walk uses it.
+func walkPatchAndUpdate(t *testing.T, g *gateway) {
+	t.Helper()
+	g.get("/?patch=" + url.QueryEscape(`{"n":2,"user":{"role":"admin"}}`))
+	if r := g.get("/"); fmt.Sprint(r.Session) != "map[n:2 user:map[name:Zoë role:admin]]" {
+		t.Fatalf("after patch: %v", r.Session)
+	}
+	g.get("/?patch=" + url.QueryEscape(`{"n":null}`))
+	if r := g.get("/"); fmt.Sprint(r.Session) != "map[user:map[name:Zoë role:admin]]" {
+		t.Fatalf("after null patch: %v", r.Session)
+	}
+	g.get("/?update=" + url.QueryEscape(`{"cart":[1,2]}`))
+	if r := g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
+		t.Fatalf("after update: %v", r.Session)
 	}
 }
 
