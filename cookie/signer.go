@@ -29,22 +29,30 @@ type Signer struct {
 }
 
 // macPool reuses keyed HMAC states: hmac.New allocates and hashes the key,
-// work that Reset lets every request after the first skip.
+// work that Reset lets every request after the first skip. Each state
+// carries its own scratch buffers, because slices handed to a hash.Hash
+// escape to the heap and would cost allocations on every request.
 type macPool struct {
 	key  []byte
 	pool sync.Pool
 }
 
-func (p *macPool) get() hash.Hash {
-	if h, ok := p.pool.Get().(hash.Hash); ok {
-		return h
-	}
-	return hmac.New(sha256.New, p.key)
+type macState struct {
+	h   hash.Hash
+	msg []byte
+	sum []byte
 }
 
-func (p *macPool) put(h hash.Hash) {
-	h.Reset()
-	p.pool.Put(h)
+func (p *macPool) get() *macState {
+	if st, ok := p.pool.Get().(*macState); ok {
+		return st
+	}
+	return &macState{h: hmac.New(sha256.New, p.key), sum: make([]byte, 0, sha256.Size)}
+}
+
+func (p *macPool) put(st *macState) {
+	st.h.Reset()
+	p.pool.Put(st)
 }
 
 // NewSigner returns a Signer for the given secrets, newest first. It
@@ -63,16 +71,16 @@ func NewSigner(secrets ...[]byte) (*Signer, error) {
 	return s, nil
 }
 
-// mac computes the signature of token for the cookie called name. The
-// name is part of the message so a value cannot be moved from one cookie
-// to another that shares the secret.
+// mac appends to dst the signature of token for the cookie called name.
+// The name is part of the message so a value cannot be moved from one
+// cookie to another that shares the secret.
 func (p *macPool) mac(dst []byte, name, token string) []byte {
-	h := p.get()
-	h.Write([]byte(name))
-	h.Write([]byte{'='})
-	h.Write([]byte(token))
-	dst = h.Sum(dst)
-	p.put(h)
+	st := p.get()
+	st.msg = append(append(append(st.msg[:0], name...), '='), token...)
+	st.h.Write(st.msg)
+	st.sum = st.h.Sum(st.sum[:0])
+	dst = append(dst, st.sum...)
+	p.put(st)
 	return dst
 }
 
