@@ -70,6 +70,9 @@ func TestProtocolWalk(t *testing.T) {
 	if r.Header.Get("Set-Cookie") != "" {
 		t.Fatal("an unchanged session must not re-send the cookie")
 	}
+	if !strings.Contains(r.Header.Get("Cache-Control"), "private") || !strings.Contains(r.Header.Get("Vary"), "Cookie") {
+		t.Fatalf("a response that read a session must vary on Cookie and be private: %q / %q", r.Header.Get("Vary"), r.Header.Get("Cache-Control"))
+	}
 
 	walkPatchAndUpdate(t, g)
 
