@@ -10,6 +10,12 @@
 // and tests can move time freely. Implementations must be safe for
 // concurrent use. The conformance suite in package storetest checks every
 // rule written here; an implementation that passes it is a valid Store.
+//
+// Writes are compare-and-set on Record.Version: the gateway reads a
+// session, works out the upstream's change against what it read, and
+// writes only if nobody wrote in between. On ErrConflict it reads again and
+// re-applies the change, so concurrent patches merge at any depth and a
+// write that timed out can never land over a newer one.
 package store
 
 import (
@@ -19,8 +25,8 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned by Find, Apply and Touch when no live session has
-// the key: it never existed, it was deleted, or it has expired.
+// ErrNotFound is returned by Find and Touch when no live session has the
+// key: it never existed, it was deleted, or it has expired.
 var ErrNotFound = errors.New("session not found")
 
 // ErrExists is returned by Create when the key is already taken, whether
@@ -28,20 +34,50 @@ var ErrNotFound = errors.New("session not found")
 // token.
 var ErrExists = errors.New("session key already exists")
 
+// ErrConflict is returned by Update and Rotate when no live session under
+// the key has the version the caller read: another write came first, or
+// the session was deleted, expired or rotated. Nothing was written. The
+// caller reads the session again to learn which.
+var ErrConflict = errors.New("session changed since it was read")
+
+// ErrRotated is returned (wrapped in a *RotatedError) by Find for a key
+// whose session moved to a new key a short while ago (a regenerate). The
+// session is not live under the old key; the error only lets a request that
+// was already running with the old cookie drop its changes quietly instead
+// of ending the new session's cookie.
+var ErrRotated = errors.New("session moved to a new key")
+
 // ErrUnavailable wraps errors that mean the store could not be reached or
 // did not answer in time. The gateway answers such requests with 503 and
 // Retry-After instead of 502 or 500.
 var ErrUnavailable = errors.New("session store unavailable")
 
+// RotatedError is the error Find returns for a rotated key.
+type RotatedError struct {
+	// Successor is the handle (see cookie.Handle) of the new key: enough
+	// to name it in a log line, never enough to reach it.
+	Successor string
+}
+
+func (e *RotatedError) Error() string { return ErrRotated.Error() }
+
+// Is makes errors.Is(err, ErrRotated) true.
+func (e *RotatedError) Is(target error) bool { return target == ErrRotated }
+
 // Record is one stored session.
 type Record struct {
-	// Data holds the session's top-level keys, each with its value as raw
-	// JSON. A nil map and an empty one both mean "no data". No key, at
-	// any depth, starts with "$" or holds "." or NUL: the gateway refuses
-	// such data from upstreams, so stores may rely on it (and may refuse
-	// such keys with an error). Value bytes handed out by Find are shared
-	// with the store and must be treated as read-only.
-	Data map[string]json.RawMessage
+	// Data is the session data: one JSON object, exactly as the gateway
+	// encodes it (package internal/protocol: ASCII only, canonical
+	// numbers). It is the X-Session header value as it stands, so reads
+	// hand it out without re-encoding. Find returns the bytes Create or
+	// Update was given; a nil or empty Data reads back as {}. The bytes
+	// returned by Find are read-only.
+	Data json.RawMessage
+
+	// Subject is the value of the configured subject key path, as a
+	// string, or "" when the session has none. Stores that implement
+	// SubjectIndex look sessions up by it.
+	Subject string
 
 	// Created is when the session was first written. It never changes and
 	// anchors the absolute lifetime.
@@ -59,63 +95,84 @@ type Record struct {
 	// (X-Session-Control: max-age=N). Zero means the configured default.
 	MaxAge time.Duration
 
-	// Version counts the changes applied to the session. Create stores 1
-	// whatever the caller passed; every Apply adds one; Touch does not
-	// change it.
+	// Version counts the writes of the session's data. Create stores 1
+	// whatever the caller passed; every Update adds one; Touch does not
+	// change it. It is what Update and Rotate compare.
 	Version int64
-}
-
-// Change is a set of edits applied to a session atomically. Keys not named
-// in Set or Unset keep whatever value they have in the store at the moment
-// the change is applied, so two requests that change different keys of the
-// same session both keep their changes.
-type Change struct {
-	// Set maps top-level keys to their new raw JSON values.
-	Set map[string]json.RawMessage
-
-	// Unset lists top-level keys to remove. A key must not be in both.
-	Unset []string
-
-	// Expires is the session's new expiry instant.
-	Expires time.Time
-
-	// MaxAge, when non-nil, replaces the session's own idle timeout.
-	MaxAge *time.Duration
-}
-
-// Empty reports whether the change edits no data and no max-age, so only
-// the expiry would move.
-func (c *Change) Empty() bool {
-	return len(c.Set) == 0 && len(c.Unset) == 0 && c.MaxAge == nil
 }
 
 // Store keeps sessions. All methods are safe for concurrent use.
 type Store interface {
 	// Find returns the session stored under key if it is live at now
-	// (Expires after now). Otherwise it returns ErrNotFound. The returned
-	// record and map belong to the caller; the value bytes are read-only.
-	// A store never deletes records because of a caller's now: cleaning
-	// up expired records is its own background job (clocks may differ
-	// between gateway instances).
+	// (Expires after now). For a key that was rotated (see Rotate) and
+	// whose tombstone has not expired it returns a *RotatedError.
+	// Otherwise it returns ErrNotFound. The returned record belongs to
+	// the caller; its Data bytes are read-only. A store never deletes
+	// records because of a caller's now: cleaning up expired records is
+	// its own background job (clocks may differ between instances).
 	Find(ctx context.Context, key string, now time.Time) (*Record, error)
 
-	// Create stores rec under key. It never overwrites: if the key is
-	// taken, even by an expired session not yet cleaned up, it returns
-	// ErrExists and changes nothing. The store keeps its own copy of rec.
+	// Create stores rec under key with Version 1. It never overwrites: if
+	// the key is taken, even by an expired session or a tombstone not yet
+	// cleaned up, it returns ErrExists and changes nothing. The store keeps
+	// its own copy of rec.
 	Create(ctx context.Context, key string, rec *Record) error
 
-	// Apply applies ch to the session under key as one atomic step,
-	// setting Updated to now and adding one to Version. If no live session
-	// has the key at now it returns ErrNotFound and creates nothing: a
-	// session deleted or expired in the meantime is never brought back.
-	Apply(ctx context.Context, key string, ch Change, now time.Time) error
+	// Update replaces Data, Subject, MaxAge and Expires of the session
+	// under key, sets Updated to now and Version to rec.Version+1, as one
+	// atomic step, if and only if a live session (at now) is stored under
+	// key with Version equal to rec.Version. Otherwise it writes nothing
+	// and returns ErrConflict: a session deleted, expired or rotated in
+	// the meantime is never brought back, and a write based on an old
+	// read never lands over a newer one. Created is never changed.
+	Update(ctx context.Context, key string, rec *Record, now time.Time) error
 
-	// Touch moves the expiry of the live session under key to expires and
-	// sets Updated to now, leaving data and Version alone. It returns
-	// ErrNotFound like Apply.
+	// Touch moves the expiry of the live session under key to expires if
+	// that is later than the stored expiry, and sets Updated to now if
+	// that is later than the stored Updated, leaving data and Version
+	// alone: a late touch never shortens a session. It returns
+	// ErrNotFound when no live session has the key.
 	Touch(ctx context.Context, key string, expires, now time.Time) error
 
-	// Delete removes the session under key. Deleting a key that does not
-	// exist is not an error.
+	// Rotate retires the live session under key, if its Version is
+	// version, as one atomic step: it drops the data and leaves a
+	// tombstone until `until`, for which Find returns a *RotatedError
+	// naming successor (a handle, never a key). Otherwise it changes
+	// nothing and returns ErrConflict. The gateway creates the successor
+	// before it rotates, so a regenerate succeeds only if the old session
+	// was still live, and unchanged, when it was retired.
+	Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error
+
+	// Delete removes the session (or tombstone) under key. Deleting a key
+	// that does not exist is not an error.
 	Delete(ctx context.Context, key string) error
+}
+
+// Summary describes a session without its data or key, for listings.
+type Summary struct {
+	// Handle names the session (cookie.Handle of its key).
+	Handle  string
+	Created time.Time
+	Updated time.Time
+	Expires time.Time
+}
+
+// SubjectIndex is implemented by stores that can find and end sessions
+// other than by their key. The gateway uses it for the revoke-others and
+// revoke-all directives and for the admin API.
+type SubjectIndex interface {
+	// FindBySubject lists the live sessions (at now) whose Subject is
+	// subject, without scanning every session.
+	FindBySubject(ctx context.Context, subject string, now time.Time) ([]Summary, error)
+
+	// DeleteBySubject deletes every session whose Subject is subject,
+	// except the one under exceptKey when it is not empty, and returns
+	// how many it deleted.
+	DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error)
+
+	// DeleteByHandle deletes the session whose key starts with handle (a
+	// 12-hex-digit cookie.Handle) and returns how many it deleted (0 or 1;
+	// two keys sharing a handle are both deleted). The lookup is
+	// index-backed.
+	DeleteByHandle(ctx context.Context, handle string) (int, error)
 }
