@@ -3,186 +3,183 @@ package protocol
 import (
 	"encoding/json"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-func raw(m map[string]string) map[string]json.RawMessage {
-	out := map[string]json.RawMessage{}
-	for k, v := range m {
-		out[k] = json.RawMessage(v)
-	}
-	return out
-}
-
-func obj(t *testing.T, data map[string]json.RawMessage) string {
+// evalApply evaluates in against snapshot and applies the outcome to it.
+func evalApply(t *testing.T, snapshot string, in Input) (Outcome, string, bool) {
 	t.Helper()
-	return string(AppendObject(nil, data))
-}
-
-func TestEvaluateNothing(t *testing.T) {
-	snap := raw(map[string]string{"a": "1"})
-	out, err := Evaluate(snap, Input{}, 0)
-	if err != nil || out.Changed() || out.Destroy || out.Regenerate || obj(t, out.Data) != `{"a":1}` {
-		t.Fatalf("%+v %v", out, err)
-	}
-}
-
-func TestUpdateIsDiffedAgainstSnapshot(t *testing.T) {
-	snap := raw(map[string]string{"keep": `"same"`, "change": "1", "drop": "true"})
-	out, err := Evaluate(snap, Input{Update: []string{`{"keep":"same","change":2,"add":{"x":[1,2]}}`}}, 0)
+	out, err := Evaluate(json.RawMessage(snapshot), in, 0)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Evaluate: %v", err)
 	}
-	if len(out.Set) != 2 || string(out.Set["change"]) != "2" || string(out.Set["add"]) != `{"x":[1,2]}` {
-		t.Fatalf("set %v", out.Set)
-	}
-	if !slices.Equal(out.Unset, []string{"drop"}) {
-		t.Fatalf("unset %v", out.Unset)
-	}
-	if got := obj(t, out.Data); got != `{"add":{"x":[1,2]},"change":2,"keep":"same"}` {
-		t.Fatalf("data %s", got)
-	}
-	if obj(t, snap) != `{"change":1,"drop":true,"keep":"same"}` {
-		t.Fatal("snapshot modified")
-	}
-}
-
-func TestUpdateNullDestroys(t *testing.T) {
-	out, err := Evaluate(raw(map[string]string{"a": "1"}), Input{Update: []string{"null"}, Control: []string{"regenerate"}}, 0)
-	if err != nil || !out.Destroy || out.Regenerate {
-		t.Fatalf("%+v %v", out, err)
-	}
-}
-
-func TestPatchMergesRFC7396(t *testing.T) {
-	snap := raw(map[string]string{"user": `{"name":"ann","roles":["a"]}`, "n": "1", "gone": `"x"`})
-	out, err := Evaluate(snap, Input{Patch: []string{`{"user":{"roles":null,"age":3},"n":2,"gone":null,"new":{"a":{"b":null,"c":1}}}`}}, 0)
+	data, changed, err := out.Apply(json.RawMessage(snapshot))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Apply: %v", err)
 	}
-	if got := obj(t, out.Data); got != `{"n":2,"new":{"a":{"c":1}},"user":{"age":3,"name":"ann"}}` {
-		t.Fatalf("data %s", got)
-	}
-	if len(out.Set) != 3 || !slices.Equal(out.Unset, []string{"gone"}) {
-		t.Fatalf("set %v unset %v", out.Set, out.Unset)
-	}
+	return out, string(data), changed
 }
 
-func TestPatchOnlyUnchangedKeysCostNothing(t *testing.T) {
-	snap := raw(map[string]string{"n": "1"})
-	out, err := Evaluate(snap, Input{Patch: []string{`{"n":1}`}}, 0)
-	if err != nil || out.Changed() {
-		t.Fatalf("%+v %v", out, err)
-	}
-}
-
-func TestUpdateThenPatch(t *testing.T) {
-	out, err := Evaluate(nil, Input{Update: []string{`{"a":1}`}, Patch: []string{`{"b":2}`}}, 0)
-	if err != nil || obj(t, out.Data) != `{"a":1,"b":2}` {
-		t.Fatalf("%+v %v", out, err)
+func TestEvaluateApply(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, snapshot string
+		in             Input
+		want           string
+		changed        bool
+	}{
+		{"nothing", `{"a":1}`, Input{}, `{"a":1}`, false},
+		{"nothing on empty", ``, Input{}, `{}`, false},
+		{"update diffed", `{"change":1,"drop":true,"keep":"same"}`,
+			Input{Update: []string{`{"keep":"same","change":2,"add":{"x":[1,2]}}`}},
+			`{"add":{"x":[1,2]},"change":2,"keep":"same"}`, true},
+		{"update same", `{"a":{"b":1}}`, Input{Update: []string{`{"a":{"b":1.0}}`}}, `{"a":{"b":1}}`, false},
+		{"update keeps nulls", `{"a":1}`, Input{Update: []string{`{"a":null,"b":{"c":null}}`}}, `{"a":null,"b":{"c":null}}`, true},
+		{"patch RFC 7396", `{"gone":"x","n":1,"user":{"name":"ann","roles":["a"]}}`,
+			Input{Patch: []string{`{"user":{"roles":null,"age":3},"n":2,"gone":null,"new":{"a":{"b":null,"c":1}}}`}},
+			`{"n":2,"new":{"a":{"c":1}},"user":{"age":3,"name":"ann"}}`, true},
+		{"patch no-op", `{"n":1}`, Input{Patch: []string{`{"n":1}`}}, `{"n":1}`, false},
+		{"update then patch", ``, Input{Update: []string{`{"a":1}`}, Patch: []string{`{"b":2}`}}, `{"a":1,"b":2}`, true},
+		{"patch into update value", `{"a":{"x":1}}`, Input{Update: []string{`{"a":{"x":1,"y":{"z":1}}}`}, Patch: []string{`{"a":{"y":{"w":2}}}`}},
+			`{"a":{"x":1,"y":{"w":2,"z":1}}}`, true},
+		{"patch over removed", `{"a":{"x":1}}`, Input{Update: []string{`{}`}, Patch: []string{`{"a":{"y":null,"z":1}}`}}, `{"a":{"z":1}}`, true},
+		{"ascii", ``, Input{Update: []string{`{"name":"Zoë 😀","ctl":"a\u0001b\n\u007f","q":"\"<>&"}`}},
+			`{"ctl":"a\u0001b\n\u007f","name":"Zo\u00eb \ud83d\ude00","q":"\"<>&"}`, true},
+		{"numbers", ``, Input{Update: []string{`{"a":[1.0,-0,1e2,1e-400,9223372036854775808,1.5e300,-0.0]}`}},
+			`{"a":[1,0,100,0,9223372036854775808,1.5e+300,0]}`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, got, changed := evalApply(t, tc.snapshot, tc.in)
+			if got != tc.want || changed != tc.changed {
+				t.Fatalf("got %s (changed %v), want %s (changed %v)", got, changed, tc.want, tc.changed)
+			}
+		})
 	}
 }
 
 func TestControl(t *testing.T) {
-	out, err := Evaluate(nil, Input{Control: []string{"Regenerate, max-age=3600", " "}}, 0)
-	if err != nil || !out.Regenerate || out.MaxAge == nil || *out.MaxAge != time.Hour {
-		t.Fatalf("%+v %v", out, err)
-	}
-	out, err = Evaluate(nil, Input{Control: []string{"max-age=0"}}, 0)
-	if err != nil || !out.Destroy {
-		t.Fatalf("max-age=0 must destroy: %+v %v", out, err)
+	t.Parallel()
+	hour := time.Hour
+	for _, tc := range []struct {
+		name string
+		in   Input
+		want Outcome
+	}{
+		{"regenerate and max-age", Input{Control: []string{"Regenerate, max-age=3600", " "}}, Outcome{Regenerate: true, MaxAge: &hour}},
+		{"max-age=0 destroys", Input{Control: []string{"max-age=0"}}, Outcome{Destroy: true}},
+		{"destroy wins", Input{Control: []string{"regenerate", "destroy, max-age=3600"}, Patch: []string{`{"a":1}`}}, Outcome{Destroy: true}},
+		{"update null destroys", Input{Update: []string{"null"}, Control: []string{"regenerate"}}, Outcome{Destroy: true}},
+		{"revoke with regenerate", Input{Control: []string{"regenerate, revoke-others"}}, Outcome{Regenerate: true, RevokeOthers: true}},
+		{"revoke-all with destroy", Input{Control: []string{"destroy,REVOKE-ALL"}}, Outcome{Destroy: true, RevokeAll: true}},
+		{"revoke-others with destroy", Input{Control: []string{"destroy", "revoke-others"}}, Outcome{Destroy: true, RevokeAll: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Evaluate(nil, tc.in, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Destroy != tc.want.Destroy || got.Regenerate != tc.want.Regenerate ||
+				got.RevokeOthers != tc.want.RevokeOthers || got.RevokeAll != tc.want.RevokeAll ||
+				(got.MaxAge == nil) != (tc.want.MaxAge == nil) || (got.MaxAge != nil && *got.MaxAge != *tc.want.MaxAge) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+			if got.Destroy && got.HasChanges() {
+				t.Fatal("a destroyed session has changes")
+			}
+		})
 	}
 }
 
 func TestBadInput(t *testing.T) {
-	big := `{"a":"` + strings.Repeat("x", DefaultMaxSize) + `"}`
-	for name, in := range map[string]Input{
-		"malformed":        {Update: []string{`{"a":`}},
-		"trailing":         {Update: []string{`{"a":1} x`}},
-		"not object":       {Update: []string{`[1]`}},
-		"string":           {Patch: []string{`"x"`}},
-		"patch null":       {Patch: []string{`null`}},
-		"dollar key":       {Patch: []string{`{"$set":1}`}},
-		"dotted key":       {Update: []string{`{"a.b":1}`}},
-		"nested dollar":    {Update: []string{`{"a":[{"$x":1}]}`}},
-		"nul key":          {Update: []string{`{"a\u0000":1}`}},
-		"empty key":        {Update: []string{`{"":1}`}},
-		"too big":          {Update: []string{big}},
-		"unknown control":  {Control: []string{"regenerate, explode"}},
-		"bad max-age":      {Control: []string{"max-age=soon"}},
-		"negative max-age": {Control: []string{"max-age=-1"}},
-		"destroy value":    {Control: []string{"destroy=1"}},
-		"two updates":      {Update: []string{`{}`, `{}`}},
-		"too deep":         {Update: []string{`{"a":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`}},
+	t.Parallel()
+	big := `{"a":"` + strings.Repeat("x", defaultMaxValue) + `"}`
+	for _, tc := range []struct {
+		name string
+		in   Input
+	}{
+		{"malformed", Input{Update: []string{`{"a":`}}},
+		{"trailing", Input{Update: []string{`{"a":1} x`}}},
+		{"not object", Input{Update: []string{`[1]`}}},
+		{"string patch", Input{Patch: []string{`"x"`}}},
+		{"patch null", Input{Patch: []string{`null`}}},
+		{"dollar key", Input{Patch: []string{`{"$set":1}`}}},
+		{"dotted key", Input{Update: []string{`{"a.b":1}`}}},
+		{"nested dollar", Input{Update: []string{`{"a":[{"$x":1}]}`}}},
+		{"nul key", Input{Update: []string{`{"a\u0000":1}`}}},
+		{"empty key", Input{Update: []string{`{"":1}`}}},
+		{"number out of range", Input{Patch: []string{`{"a":[1e400]}`}}},
+		{"too big", Input{Update: []string{big}}},
+		{"unknown control", Input{Control: []string{"regenerate, explode"}}},
+		{"bad max-age", Input{Control: []string{"max-age=soon"}}},
+		{"negative max-age", Input{Control: []string{"max-age=-1"}}},
+		{"max-age past ten years", Input{Control: []string{"max-age=315360001"}}},
+		{"destroy value", Input{Control: []string{"destroy=1"}}},
+		{"revoke value", Input{Control: []string{"revoke-all=1"}}},
+		{"two updates", Input{Update: []string{`{}`, `{}`}}},
+		{"two patches", Input{Patch: []string{`{}`, `{}`}}},
+		{"too deep", Input{Update: []string{`{"a":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`}}},
 	} {
-		if _, err := Evaluate(nil, in, 0); !errors.Is(err, ErrBadUpstream) {
-			t.Errorf("%s: want ErrBadUpstream, got %v", name, err)
-		}
-	}
-	// Many small patches must not grow a session past the limit either.
-	snap := raw(map[string]string{"a": `"` + strings.Repeat("x", 5000) + `"`})
-	if _, err := Evaluate(snap, Input{Patch: []string{`{"b":"` + strings.Repeat("y", 5000) + `"}`}}, 0); !errors.Is(err, ErrBadUpstream) {
-		t.Errorf("oversized result: %v", err)
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := Evaluate(nil, tc.in, 0); !errors.Is(err, ErrBadUpstream) {
+				t.Fatalf("want ErrBadUpstream, got %v", err)
+			}
+		})
 	}
 }
 
-func TestAppendObjectIsASCII(t *testing.T) {
-	out, err := Evaluate(nil, Input{Update: []string{`{"name":"Zoë 😀","ctl":"a\u0001b\n","q":"\"<>"}`}}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := obj(t, out.Data)
-	want := `{"ctl":"a\u0001b\n","name":"Zo\u00eb \ud83d\ude00","q":"\"<>"}`
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
-	}
-	// Values a store hands back in another spelling are normalised too.
-	got = obj(t, raw(map[string]string{"k": "{\"b\": \"é\",\n \"a\": 1}"}))
-	if got != `{"k":{"a":1,"b":"\u00e9"}}` {
-		t.Fatalf("got %s", got)
-	}
-}
-
-func FuzzEvaluate(f *testing.F) {
-	f.Add(`{"a":1}`, `{"b":{"c":null}}`, "regenerate")
-	f.Add(`null`, `{}`, "destroy, max-age=5")
-	f.Add(`{"a":"é"}`, `{"a":{"x":[1,{"y":2}]}}`, "")
-	snap := raw(map[string]string{"a": `{"x":1}`, "b": `"s"`})
-	f.Fuzz(func(t *testing.T, update, patch, control string) {
-		in := Input{Update: []string{update}, Patch: []string{patch}, Control: []string{control}}
-		out, err := Evaluate(snap, in, 0)
-		if err != nil {
-			if !errors.Is(err, ErrBadUpstream) {
-				t.Fatalf("error not marked as upstream's fault: %v", err)
+// TestConcurrentChangesMerge evaluates two responses against the same
+// snapshot and applies them one after the other, as the gateway does after
+// a compare-and-set conflict: both changes survive, at any depth.
+func TestConcurrentChangesMerge(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, snapshot string
+		first, second  Input
+		want           string
+	}{
+		{"patches of a.b and a.c", `{"a":{"x":0}}`,
+			Input{Patch: []string{`{"a":{"b":1}}`}}, Input{Patch: []string{`{"a":{"c":2}}`}},
+			`{"a":{"b":1,"c":2,"x":0}}`},
+		{"update touches only what it changed", `{"a":{"b":0,"c":0},"n":1}`,
+			Input{Update: []string{`{"a":{"b":1,"c":0},"n":1}`}}, Input{Update: []string{`{"a":{"b":0,"c":2},"n":1}`}},
+			`{"a":{"b":1,"c":2},"n":1}`},
+		{"update removal and patch", `{"a":1,"b":1}`,
+			Input{Update: []string{`{"b":1}`}}, Input{Patch: []string{`{"c":{"d":[1]}}`}},
+			`{"b":1,"c":{"d":[1]}}`},
+		{"patch removal and update", `{"a":{"b":1,"c":1}}`,
+			Input{Patch: []string{`{"a":{"b":null}}`}}, Input{Update: []string{`{"a":{"b":1,"c":1},"z":null}`}},
+			`{"a":{"c":1},"z":null}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			snap := json.RawMessage(tc.snapshot)
+			first, err := Evaluate(snap, tc.first, 0)
+			if err != nil {
+				t.Fatal(err)
 			}
-			return
-		}
-		enc := AppendObject(nil, out.Data)
-		for _, c := range enc {
-			if c < 0x20 || c >= 0x7f {
-				t.Fatalf("non-ASCII or control byte in %q", enc)
+			second, err := Evaluate(snap, tc.second, 0)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		var back map[string]any
-		if err := json.Unmarshal(enc, &back); err != nil {
-			t.Fatalf("encoded data is not JSON: %v", err)
-		}
-		for _, k := range out.Unset {
-			if _, ok := out.Set[k]; ok {
-				t.Fatalf("key %q both set and unset", k)
+			afterFirst, _, err := first.Apply(snap)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	})
-}
-
-func BenchmarkAppendObject(b *testing.B) {
-	data := raw(map[string]string{"user": `{"id":42,"name":"ann"}`, "visits": "17", "cart": `[1,2,3]`})
-	buf := make([]byte, 0, 256)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendObject(buf[:0], data)
+			got, changed, err := second.Apply(afterFirst) // the conflict retry
+			if err != nil || !changed || string(got) != tc.want {
+				t.Fatalf("got %s (changed %v, %v), want %s", got, changed, err, tc.want)
+			}
+			if again, _, _ := second.Apply(afterFirst); string(again) != tc.want {
+				t.Fatalf("a second retry gave %s", again)
+			}
+			if string(snap) != tc.snapshot {
+				t.Fatal("snapshot modified")
+			}
+		})
 	}
 }
