@@ -2,10 +2,10 @@ package memstore_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,21 +14,31 @@ import (
 	"github.com/sessiongate/caddy-session/store/storetest"
 )
 
+func newStore(t testing.TB, opts ...memstore.Options) *memstore.Store {
+	s := memstore.New(opts...)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s := memstore.New()
-		t.Cleanup(func() { s.Close() })
-		return s
-	})
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
 }
 
 // TestConformanceShared runs the suite against one store shared by every
 // subtest, as a shared database would be, to check the suite's keys do
 // not collide.
 func TestConformanceShared(t *testing.T) {
-	s := memstore.New()
-	t.Cleanup(func() { s.Close() })
+	t.Parallel()
+	s := newStore(t)
 	storetest.Run(t, func(*testing.T) store.Store { return s })
+}
+
+// TestSubjectIndex insists on the interface, so losing it fails instead
+// of being logged.
+func TestSubjectIndex(t *testing.T) {
+	t.Parallel()
+	storetest.RunSubjectIndex(t, func(t *testing.T) store.Store { return newStore(t) })
 }
 
 // fakeClock is a clock the test moves by hand; the sweeper reads it from
@@ -50,44 +60,57 @@ func (c *fakeClock) Set(t time.Time) {
 	c.now = t
 }
 
+var base = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func record(subject string, expires time.Time) *store.Record {
+	return &store.Record{Data: []byte(`{"a":1}`), Subject: subject, Created: base, Updated: base, Expires: expires}
+}
+
+func mustCreate(t testing.TB, s *memstore.Store, key string, rec *store.Record) {
+	t.Helper()
+	if err := s.Create(context.Background(), key, rec); err != nil {
+		t.Fatalf("Create %s: %v", key, err)
+	}
+}
+
 func TestSweeper(t *testing.T) {
-	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	t.Parallel()
 	clock := &fakeClock{now: base}
 	s := memstore.New(memstore.Options{SweepInterval: time.Millisecond, Now: clock.Now})
 	t.Cleanup(func() { s.Close() })
 	ctx := t.Context()
 
-	rec := func(expires time.Time) *store.Record {
-		return &store.Record{Created: base, Updated: base, Expires: expires}
-	}
-	if err := s.Create(ctx, "short", rec(base.Add(time.Minute))); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Create(ctx, "long", rec(base.Add(time.Hour))); err != nil {
+	mustCreate(t, s, "short", record("ann", base.Add(time.Minute)))
+	mustCreate(t, s, "long", record("ann", base.Add(time.Hour)))
+	mustCreate(t, s, "rotated", record("ann", base.Add(time.Hour)))
+	if err := s.Rotate(ctx, "rotated", 1, "succ", base.Add(time.Minute), base); err != nil {
 		t.Fatal(err)
 	}
 
 	// The sweeper runs many times while the clock stands still: nothing
-	// is live-expired yet, so nothing may go.
+	// is dead yet, so nothing may go.
 	time.Sleep(20 * time.Millisecond)
-	if n := s.Len(); n != 2 {
-		t.Fatalf("before expiry: Len = %d, want 2", n)
+	if n := s.Len(); n != 3 {
+		t.Fatalf("before expiry: Len = %d, want 3", n)
 	}
 
-	// Move the clock to exactly the short session's expiry: it is dead.
+	// Move the clock to exactly the short session's expiry and the
+	// tombstone's end: both are dead.
 	clock.Set(base.Add(time.Minute))
 	waitFor(t, func() bool { return s.Len() == 1 })
-	// Gone for real, not just hidden: Find at an earlier instant misses.
-	if _, err := s.Find(ctx, "short", base); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Find swept session: %v, want ErrNotFound", err)
+	// Gone for real, not just hidden: Find at an earlier instant misses,
+	// and the subject map forgot the swept session.
+	for _, key := range []string{"short", "rotated"} {
+		if _, err := s.Find(ctx, key, base); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Find swept %s: %v, want ErrNotFound", key, err)
+		}
 	}
-	if _, err := s.Find(ctx, "long", base); err != nil {
-		t.Fatalf("Find live session: %v", err)
+	if got, err := s.FindBySubject(ctx, "ann", base); err != nil || len(got) != 1 {
+		t.Fatalf("FindBySubject after the sweep: %+v, %v; want the long session only", got, err)
 	}
-	// The key is free again.
-	if err := s.Create(ctx, "short", rec(base.Add(2*time.Hour))); err != nil {
-		t.Fatalf("Create on swept key: %v", err)
-	}
+	// The keys are free again.
+	mustCreate(t, s, "short", record("", base.Add(2*time.Hour)))
+	mustCreate(t, s, "rotated", record("", base.Add(2*time.Hour)))
 
 	// After Close the sweeper stops: expiring everything removes nothing.
 	if err := s.Close(); err != nil {
@@ -95,20 +118,19 @@ func TestSweeper(t *testing.T) {
 	}
 	clock.Set(base.Add(10 * time.Hour))
 	time.Sleep(20 * time.Millisecond)
-	if n := s.Len(); n != 2 {
-		t.Fatalf("after Close: Len = %d, want 2", n)
+	if n := s.Len(); n != 3 {
+		t.Fatalf("after Close: Len = %d, want 3", n)
 	}
 	// Sweep still works by hand.
-	if n := s.Sweep(clock.Now()); n != 2 {
-		t.Fatalf("Sweep removed %d, want 2", n)
+	if n := s.Sweep(clock.Now()); n != 3 {
+		t.Fatalf("Sweep removed %d, want 3", n)
 	}
 }
 
 func TestSweeperDisabled(t *testing.T) {
+	t.Parallel()
 	s := memstore.New(memstore.Options{SweepInterval: -1})
-	if err := s.Create(t.Context(), "k", &store.Record{Expires: time.Unix(1, 0)}); err != nil {
-		t.Fatal(err)
-	}
+	mustCreate(t, s, "k", &store.Record{Expires: time.Unix(1, 0)})
 	time.Sleep(5 * time.Millisecond)
 	if n := s.Len(); n != 1 {
 		t.Fatalf("Len = %d, want 1 (no sweeper)", n)
@@ -118,30 +140,145 @@ func TestSweeperDisabled(t *testing.T) {
 	}
 }
 
-// TestAppendToFoundValue checks the documented sharing invariant: an
-// append to a value returned by Find must not reach stored bytes.
-func TestAppendToFoundValue(t *testing.T) {
-	s := memstore.New()
-	t.Cleanup(func() { s.Close() })
-	now := time.Now()
-	data := map[string]json.RawMessage{"a": json.RawMessage(`"aaa"`), "b": json.RawMessage(`"bbb"`)}
-	if err := s.Create(t.Context(), "k", &store.Record{Data: data, Expires: now.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
+// TestBound creates ten times the bound while a few sessions are kept in
+// use, and checks that the store never holds more than the bound, that
+// every eviction is reported, and that exactly the most recently used
+// sessions survive.
+func TestBound(t *testing.T) {
+	t.Parallel()
+	const maxSessions, hot = 100, 10
+	var evicted atomic.Int64
+	var s *memstore.Store
+	s = newStore(t, memstore.Options{
+		MaxSessions: maxSessions,
+		OnEvict: func(n int) {
+			evicted.Add(int64(n))
+			_ = s.Len() // the hook runs outside the lock
+		},
+	})
+	if s.MaxSessions() != maxSessions {
+		t.Fatalf("MaxSessions = %d, want %d", s.MaxSessions(), maxSessions)
 	}
-	got, err := s.Find(t.Context(), "k", now)
-	if err != nil {
-		t.Fatal(err)
+	ctx := t.Context()
+	key := func(i int) string { return fmt.Sprintf("%064x", i) }
+	const total = 10 * maxSessions
+	for i := range total {
+		mustCreate(t, s, key(i), record(fmt.Sprint("subject-", i%7), base.Add(time.Hour)))
+		// The first hot sessions are used after every create.
+		for h := range min(hot, i+1) {
+			if _, err := s.Find(ctx, key(h), base); err != nil {
+				t.Fatalf("after %d creates, hot session %d: %v", i+1, h, err)
+			}
+		}
+		if n := s.Len(); n > maxSessions {
+			t.Fatalf("after %d creates: Len = %d, above the bound %d", i+1, n, maxSessions)
+		}
 	}
-	for k, v := range got.Data {
-		_ = append(v, "XXXXXXXX"...)
-		got.Data[k] = v
+	if n := s.Len(); n != maxSessions {
+		t.Fatalf("Len = %d, want %d", n, maxSessions)
 	}
-	again, err := s.Find(t.Context(), "k", now)
-	if err != nil {
-		t.Fatal(err)
+	if n := evicted.Load(); n != total-maxSessions {
+		t.Fatalf("OnEvict reported %d evictions, want %d", n, total-maxSessions)
 	}
-	if string(again.Data["a"]) != `"aaa"` || string(again.Data["b"]) != `"bbb"` {
-		t.Fatalf("stored values changed: a=%s b=%s", again.Data["a"], again.Data["b"])
+	for i := range total {
+		_, err := s.Find(ctx, key(i), base)
+		survives := i < hot || i >= total-(maxSessions-hot)
+		if survives != (err == nil) {
+			t.Fatalf("session %d: Find error %v, want it to survive: %v", i, err, survives)
+		}
+	}
+	// The subject map was kept in step: it lists exactly the survivors.
+	listed := 0
+	for sub := range 7 {
+		got, err := s.FindBySubject(ctx, fmt.Sprint("subject-", sub), base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed += len(got)
+	}
+	if listed != maxSessions {
+		t.Fatalf("subjects list %d sessions, want %d", listed, maxSessions)
+	}
+}
+
+// TestUseOrder checks which operations count as a use: with room for two
+// sessions, a third evicts the one not used last.
+func TestUseOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		use     func(s *memstore.Store, key string) error
+		evicted string
+	}{
+		{"no use", func(*memstore.Store, string) error { return nil }, "a"},
+		{"Find", func(s *memstore.Store, key string) error {
+			_, err := s.Find(ctx, key, base)
+			return err
+		}, "b"},
+		{"Touch", func(s *memstore.Store, key string) error {
+			return s.Touch(ctx, key, base.Add(2*time.Hour), base)
+		}, "b"},
+		{"Update", func(s *memstore.Store, key string) error {
+			rec := record("", base.Add(time.Hour))
+			rec.Version = 1
+			return s.Update(ctx, key, rec, base)
+		}, "b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t, memstore.Options{MaxSessions: 2})
+			mustCreate(t, s, "a", record("", base.Add(time.Hour)))
+			mustCreate(t, s, "b", record("", base.Add(time.Hour)))
+			if err := tc.use(s, "a"); err != nil {
+				t.Fatal(err)
+			}
+			mustCreate(t, s, "c", record("", base.Add(time.Hour)))
+			for _, key := range []string{"a", "b", "c"} {
+				_, err := s.Find(ctx, key, base)
+				if gone := errors.Is(err, store.ErrNotFound); gone != (key == tc.evicted) {
+					t.Fatalf("%s: Find error %v; want only %s evicted", key, err, tc.evicted)
+				}
+			}
+		})
+	}
+}
+
+// TestFoundDataIsClipped checks the sharing invariant of the package
+// documentation: an append to found Data reallocates.
+func TestFoundDataIsClipped(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	for _, data := range []string{`{"a":"aaa"}`, ``} {
+		rec := record("", base.Add(time.Hour))
+		rec.Data = append(make([]byte, 0, 64), data...)
+		key := fmt.Sprintf("key-%q", data)
+		mustCreate(t, s, key, rec)
+		got, err := s.Find(t.Context(), key, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(got.Data) != len(got.Data) {
+			t.Fatalf("Data %s has capacity %d beyond its length %d", got.Data, cap(got.Data), len(got.Data))
+		}
+	}
+}
+
+// TestDeleteByHandleRefusesPrefixes checks that a handle that is not 12
+// hex digits deletes nothing: an empty one would match every key.
+func TestDeleteByHandleRefusesPrefixes(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	key := fmt.Sprintf("%064x", 0xabcdef)
+	mustCreate(t, s, key, record("", base.Add(time.Hour)))
+	for _, handle := range []string{"", "0", key[:11], key[:13], "00000000000G", "0000000000AB"} {
+		n, err := s.DeleteByHandle(t.Context(), handle)
+		if err == nil || n != 0 {
+			t.Fatalf("DeleteByHandle(%q) = %d, %v; want 0 and an error", handle, n, err)
+		}
+	}
+	if s.Len() != 1 {
+		t.Fatal("a refused DeleteByHandle deleted a session")
 	}
 }
 
@@ -156,31 +293,29 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// benchStore holds one session shaped like a typical one: a handful of
-// small keys and one nested object.
-func benchStore(b *testing.B) (*memstore.Store, time.Time) {
-	s := memstore.New()
-	b.Cleanup(func() { s.Close() })
+// benchData is a session shaped like a typical one: a handful of small
+// keys and one nested object, canonically encoded.
+var benchData = []byte(`{"cart":[{"qty":2,"sku":"A1"},{"qty":1,"sku":"B2"}],"csrf":"c2VjcmV0LXRva2Vu","flash":"saved","user":{"id":42,"name":"Zo\u00eb","roles":["admin","dev"]},"views":17}`)
+
+const benchSessions = 10_000
+
+func benchKey(i int) string { return fmt.Sprintf("%064x", i) }
+
+// benchStore holds benchSessions sessions, so lookups are not in a toy
+// map.
+func benchStore(b *testing.B, n int) (*memstore.Store, time.Time) {
+	s := newStore(b, memstore.Options{MaxSessions: n})
 	now := time.Now()
-	data := map[string]json.RawMessage{
-		"user":  json.RawMessage(`{"id":42,"name":"Zoë","roles":["admin","dev"]}`),
-		"cart":  json.RawMessage(`[{"sku":"A1","qty":2},{"sku":"B2","qty":1}]`),
-		"flash": json.RawMessage(`"saved"`),
-		"views": json.RawMessage(`17`),
-		"csrf":  json.RawMessage(`"c2VjcmV0LXRva2Vu"`),
-	}
-	// Other sessions in the map, so lookups are not in a toy map.
-	for i := range 10000 {
-		if err := s.Create(context.Background(), fmt.Sprintf("%064x", i), &store.Record{Data: data, Expires: now.Add(time.Hour)}); err != nil {
-			b.Fatal(err)
-		}
+	for i := range n {
+		rec := &store.Record{Data: benchData, Subject: fmt.Sprint(i % 1000), Expires: now.Add(time.Hour)}
+		mustCreate(b, s, benchKey(i), rec)
 	}
 	return s, now
 }
 
 func BenchmarkFind(b *testing.B) {
-	s, now := benchStore(b)
-	key := fmt.Sprintf("%064x", 4242)
+	s, now := benchStore(b, benchSessions)
+	key := benchKey(4242)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -191,23 +326,96 @@ func BenchmarkFind(b *testing.B) {
 }
 
 // BenchmarkFindParallel measures Find under contention, to show whether
-// the single RWMutex needs sharding.
+// the single mutex needs sharding.
 func BenchmarkFindParallel(b *testing.B) {
-	s, now := benchStore(b)
+	s, now := benchStore(b, benchSessions)
 	ctx := context.Background()
-	keys := make([]string, 10000)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("%064x", i)
-	}
+	var next atomic.Int64
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		i := 0
+		i := int(next.Add(7919))
 		for pb.Next() {
-			key := keys[i%len(keys)]
 			i++
-			if _, err := s.Find(ctx, key, now); err != nil {
+			if _, err := s.Find(ctx, benchKey(i%benchSessions), now); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	s, now := benchStore(b, benchSessions)
+	ctx := context.Background()
+	rec := &store.Record{Data: benchData, Subject: "42", Expires: now.Add(time.Hour), Version: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Update(ctx, benchKey(42), rec, now); err != nil {
+			b.Fatal(err)
+		}
+		rec.Version++
+	}
+}
+
+// BenchmarkUpdateParallel updates a different session per goroutine, so
+// it measures the lock, not conflicts.
+func BenchmarkUpdateParallel(b *testing.B) {
+	s, now := benchStore(b, benchSessions)
+	ctx := context.Background()
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		key := benchKey(int(next.Add(1)))
+		rec := &store.Record{Data: benchData, Subject: "42", Expires: now.Add(time.Hour), Version: 1}
+		for pb.Next() {
+			if err := s.Update(ctx, key, rec, now); err != nil {
+				b.Fatal(err)
+			}
+			rec.Version++
+		}
+	})
+}
+
+// BenchmarkCreateEvicting creates sessions in a full store, so every
+// Create evicts one.
+func BenchmarkCreateEvicting(b *testing.B) {
+	s, now := benchStore(b, benchSessions)
+	ctx := context.Background()
+	keys := make([]string, 0, 1<<16)
+	for i := range cap(keys) {
+		keys = append(keys, benchKey(benchSessions+i))
+	}
+	rec := &store.Record{Data: benchData, Expires: now.Add(time.Hour)}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := s.Create(ctx, keys[i%len(keys)], rec); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkSweep measures one sweep of a full default-size store that
+// finds nothing to remove: how long the sweeper holds the lock.
+func BenchmarkSweep(b *testing.B) {
+	s, now := benchStore(b, memstore.DefaultMaxSessions)
+	b.ReportAllocs()
+	for b.Loop() {
+		if n := s.Sweep(now); n != 0 {
+			b.Fatalf("swept %d", n)
+		}
+	}
+}
+
+// BenchmarkDeleteByHandle measures the scan DeleteByHandle makes in a
+// full default-size store.
+func BenchmarkDeleteByHandle(b *testing.B) {
+	s, _ := benchStore(b, memstore.DefaultMaxSessions)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if n, err := s.DeleteByHandle(ctx, "ffffffffffff"); n != 0 || err != nil {
+			b.Fatal(n, err)
+		}
+	}
 }
