@@ -1,48 +1,63 @@
 package storetest
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sessiongate/caddy-session/internal/protocol"
 	"github.com/sessiongate/caddy-session/store"
 )
 
-// corpusEntry is one session object in the gateway's canonical encoding
-// (package internal/protocol): ASCII only, keys sorted at every depth, no
-// insignificant space, non-ASCII as \uXXXX (lower-case hex, surrogate
-// pairs above U+FFFF), integers that fit int64 as written by
-// strconv.FormatInt, integers of at most 34 digits outside int64 as
-// written, every other number as encoding/json writes a float64.
+// corpusEntry is one session object, written as JSON the way an upstream
+// might send it. The store is given its canonical encoding (see
+// canonicalData): what the gateway stores.
 type corpusEntry struct {
 	name string
-	data string
+	json string
 }
 
-// corpus is what a store must hand back byte for byte. Every entry is
-// canonical, so a store that decodes and re-encodes (MongoDB) must land on
-// exactly these bytes. Keys starting with "$" or holding "." or NUL are
-// absent on purpose: the gateway refuses them before they reach a store.
+// corpus is what a store must hand back byte for byte, once encoded.
+// Keys starting with "$" or holding "." or NUL are absent on purpose: the
+// gateway refuses them before they reach a store.
 var corpus = []corpusEntry{
 	{"empty object", `{}`},
-	{"scalars", `{"f":false,"n":null,"s":"text","t":true,"z":0}`},
-	{"unicode escapes", `{"cjk":"\u4e16\u754c","name":"Zo\u00eb \u00e9","sep":"\u2028\u2029"}`},
-	{"surrogate pairs", `{"rocket":"\ud83d\ude80","two":"\ud83d\ude00\ud834\udd1e"}`},
-	{"control characters", `{"c":"\u0000\u0001\b\f\n\r\t\u001f\"\\/<>&"}`},
-	{"nested", `{"a":{"b":{"c":[1,[2,[3,{}]],{"d":[]}]}},"list":[1,"two",3.5,false,null,{"k":"v"},[]]}`},
-	{"empty containers", `{"a":[],"o":{},"s":"","x":[{}],"y":{"z":[]}}`},
-	{"int64 edges", `{"max":9223372036854775807,"min":-9223372036854775808,"one":1,"small":-1,"zero":0}`},
-	{"just outside int64", `{"above":9223372036854775808,"below":-9223372036854775809}`},
-	{"20-digit integers", `{"neg":-99999999999999999999,"pos":12345678901234567890,"ten":10000000000000000000}`},
-	{"21-digit integer from 1e20", `{"n":100000000000000000000}`},
-	{"34-digit integers", `{"neg":-9999999999999999999999999999999999,"pos":1234567890123456789012345678901234}`},
-	{"floats", `{"a":1.5,"b":1e-7,"c":1e+21,"d":0.1,"e":-2.5,"f":0.30000000000000004,"g":123456789.125}`},
-	{"float extremes", `{"max":1.7976931348623157e+308,"min":5e-324,"neg":-1e-300}`},
-	{"numbers in arrays", `{"l":[9223372036854775807,12345678901234567890,1.5,1e+21,-1]}`},
-	{"unusual keys", `{"":2," ":1,"Z":3,"_id":4,"a-b":5,"with space":6,"\u00fcn\u00ef":7,"\ud83d\ude80":8}`},
-	{"operator-like values", `{"inc":{"x":"$inc","y":["a.b"]},"user_name":"$set"}`},
-	{"nested unusual keys", `{"a":{"_id":{"a-b":[{" ":"\u00e9"}]}}}`},
-	{"large value", `{"big":"` + strings.Repeat("abcdefghij", 700) + `","n":1}`},
+	{"scalars", `{"t": true, "f": false, "n": null, "s": "text", "z": 0}`},
+	{"unicode", `{"name": "Zoë é", "cjk": "世界", "sep": "\u2028\u2029", "escaped": "\u00e9"}`},
+	{"surrogate pairs", `{"rocket": "🚀", "two": "😀𝄞", "escaped": "\ud83d\ude80"}`},
+	{"control characters", `{"c": "\u0000\u0001\b\f\n\r\t\u001f\"\\/<>&\u007f"}`},
+	{"nested", `{"list": [1, "two", 3.5, false, null, {"k": "v"}, []], "a": {"b": {"c": [1, [2, [3, {}]], {"d": []}]}}}`},
+	{"empty containers", `{"o": {}, "a": [], "s": "", "x": [{}], "y": {"z": []}}`},
+	{"int64 edges", `{"max": 9223372036854775807, "min": -9223372036854775808, "one": 1, "small": -1, "zero": 0, "minus zero": -0}`},
+	{"just outside int64", `{"above": 9223372036854775808, "below": -9223372036854775809}`},
+	{"20-digit integers", `{"pos": 12345678901234567890, "neg": -99999999999999999999, "ten": 10000000000000000000}`},
+	{"34-digit integers", `{"pos": 1234567890123456789012345678901234, "neg": -9999999999999999999999999999999999}`},
+	{"floats", `{"a": 1.5, "b": 1e-7, "c": 1e21, "d": 0.1, "e": -2.5, "f": 0.30000000000000004, "g": 123456789.125}`},
+	{"floats written as integers", `{"one": 1.0, "hundred": 1E+2, "e20": 1e20, "minus zero": -0.0}`},
+	{"float extremes", `{"max": 1.7976931348623157e308, "min": 5e-324, "neg": -1e-300}`},
+	{"numbers in arrays", `{"l": [9223372036854775807, 12345678901234567890, 1.5, 1e21, -1]}`},
+	{"unusual keys", `{"with space": 6, "a-b": 5, "_id": 4, "Z": 3, " ": 1, "": 2, "ünï": 7, "🚀": 8}`},
+	{"operator-like values", `{"user_name": "$set", "inc": {"x": "$inc", "y": ["a.b"]}}`},
+	{"nested unusual keys", `{"a": {"_id": {"a-b": [{" ": "é"}]}}}`},
+	{"large value", `{"n": 1, "big": "` + strings.Repeat("abcdefghij", 700) + `"}`},
+}
+
+// canonicalData returns the canonical encoding of e (package
+// internal/protocol), the bytes the gateway would hand a store.
+func canonicalData(t *testing.T, e corpusEntry) string {
+	t.Helper()
+	d := json.NewDecoder(strings.NewReader(e.json))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("corpus entry %q: %v", e.name, err)
+	}
+	data, err := protocol.Encode(v)
+	if err != nil {
+		t.Fatalf("corpus entry %q: Encode: %v", e.name, err)
+	}
+	return string(data)
 }
 
 // testDataRoundTrip checks that Find hands back the bytes Create and
@@ -50,15 +65,16 @@ var corpus = []corpusEntry{
 func testDataRoundTrip(t *testing.T, s store.Store) {
 	for _, e := range corpus {
 		t.Run(e.name, func(t *testing.T) {
+			data := canonicalData(t, e)
 			c := newClock()
 			created := newKey(t)
-			rec := newRecord(c, e.data, c.at(time.Hour))
+			rec := newRecord(c, data, c.at(time.Hour))
 			mustCreate(t, s, created, rec)
 			checkUnchanged(t, s, created, c.at(0), stored(rec))
 
 			updated := newKey(t)
 			mustCreate(t, s, updated, newRecord(c, `{"before":1}`, c.at(time.Hour)))
-			up := newRecord(c, e.data, c.at(time.Hour))
+			up := newRecord(c, data, c.at(time.Hour))
 			up.Version = 1
 			mustUpdate(t, s, updated, up, c.at(time.Second))
 			got := mustFind(t, s, updated, c.at(time.Second))
