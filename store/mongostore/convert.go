@@ -2,67 +2,97 @@ package mongostore
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
+	"math/big"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+
+	"github.com/sessiongate/caddy-session/internal/protocol"
 )
 
-// Session data crosses the store as raw JSON but is kept as a real BSON
-// sub-document so operators can query it. The conversion is done by hand
-// rather than through Extended JSON: ExtJSON would read an object such as
-// {"$numberLong": "5"} from an upstream as a BSON int64 and hand back 5,
-// silently changing the data.
+// Session data crosses the store as the gateway's canonical JSON (package
+// internal/protocol) and is kept as a real BSON sub-document, so operators
+// can query it. Both directions are done by hand, in one pass each:
 //
-// JSON numbers become int32 when they are integers that fit, int64 when
-// they fit that, and double otherwise (like a JavaScript number, an
-// integer beyond int64 loses precision). Reading back, integers are
-// written as integers and doubles in the shortest form that reads back as
-// the same double, as encoding/json does, so 1.0 comes back as 1.
+//   - JSON to BSON (toBSON) scans the JSON bytes and appends BSON bytes.
+//     Extended JSON is never interpreted: an upstream's {"$numberLong":"5"}
+//     stays an object with an (escaped) key.
+//   - BSON to JSON (appendJSON) walks the stored bytes and appends the
+//     canonical JSON bytes, strings through protocol.AppendString and
+//     doubles through protocol.AppendFloat, so Find hands back exactly the
+//     bytes the gateway encoded, without a map or a re-encode.
 //
-// Field names are escaped (see escapeKey) at every depth, so any JSON
-// object key, including "$set", "a.b" and "", can be stored and comes
-// back exactly.
+// Numbers follow the canonical rules (protocol.CanonicalNumber): an integer
+// literal that fits int32 is an int32, one that fits int64 an int64, an
+// integer literal of up to 34 digits beyond that a Decimal128 (exact), and
+// every other number a double. Reading writes them back the same way, so
+// a canonical number comes back byte for byte.
 //
-// An array directly inside an array is stored wrapped in a one-field
-// document, {"%[]": [...]}: some MongoDB-wire servers (FerretDB 1.x)
-// refuse nested arrays, and MongoDB cannot query into them anyway. No
-// escaped key can be "%[]" (a real '%' is stored as %25), so the wrapper
-// is unambiguous.
+// Field names are escaped (escapeKey) at every depth. An array directly
+// inside an array is stored wrapped in a one-field document {"%[]": [...]}:
+// some MongoDB-wire servers (FerretDB 1.x) refuse nested arrays, and
+// MongoDB cannot query into them anyway. No escaped key can be "%[]" (a
+// real '%' is stored as %25), so the wrapper is unambiguous.
+//
+// Errors name the kind of problem and a byte offset, never a key or a
+// value: session data must not reach a log line.
+
+// maxNesting bounds how deeply the data may nest (objects and arrays, an
+// array in an array counting twice for its wrapper). MongoDB refuses
+// documents nested past 100 levels, and the session document adds two.
+const maxNesting = 90
+
+// maxDecimalDigits is the most digits an integer outside int64 may have to
+// be kept exactly, as a Decimal128.
+const maxDecimalDigits = 34
+
+// nestedArrayKey is the field of the document wrapping an array nested
+// directly in an array.
+const nestedArrayKey = "%[]"
+
+// bigIntKey is the field of the document {"%n": "<digits>"} that holds an
+// integer outside int64 on a server that refuses Decimal128 (FerretDB
+// 1.x). Like nestedArrayKey, no escaped key can take this form.
+const bigIntKey = "%n"
 
 // escapeKey turns a JSON object key into a field name every MongoDB-wire
-// server accepts anywhere, including inside an update path such as
-// data.<key>: '%', '.', '$' and NUL are written as %XX (uppercase hex),
-// and the empty key, which cannot appear in a path, as a lone "%" (a real
-// '%' is always escaped, so that cannot clash). Keys without those
-// characters, nearly all of them, are stored as they are.
-func escapeKey(k string) string {
-	if k == "" {
-		return "%"
-	}
-	if !strings.ContainsAny(k, "%.$\x00") {
-		return k
+// server accepts anywhere, including inside an update path: '%', '.', '$'
+// and NUL are written as %XX (uppercase hex), and the empty key, which
+// cannot appear in a path, as a lone "%" (a real '%' is always escaped,
+// so that cannot clash). Keys without those characters, nearly all of
+// them, are stored as they are. The gateway refuses '$', '.' and NUL in
+// keys already; this is defence in depth.
+func appendEscapedKey(dst, k []byte) []byte {
+	if len(k) == 0 {
+		return append(dst, '%')
 	}
 	const hexDigits = "0123456789ABCDEF"
-	var b strings.Builder
-	b.Grow(len(k) + 8)
-	for i := 0; i < len(k); i++ {
-		switch c := k[i]; c {
+	for _, c := range k {
+		switch c {
 		case '%', '.', '$', 0:
-			b.WriteByte('%')
-			b.WriteByte(hexDigits[c>>4])
-			b.WriteByte(hexDigits[c&0xF])
+			dst = append(dst, '%', hexDigits[c>>4], hexDigits[c&0xF])
 		default:
-			b.WriteByte(c)
+			dst = append(dst, c)
 		}
 	}
-	return b.String()
+	return dst
+}
+
+// escapeKey is appendEscapedKey for a string.
+func escapeKey(k string) string {
+	if k != "" && !strings.ContainsAny(k, "%.$\x00") {
+		return k
+	}
+	return string(appendEscapedKey(nil, []byte(k)))
 }
 
 // unescapeKey reverses escapeKey. A '%' not followed by two hex digits
@@ -89,299 +119,762 @@ func unescapeKey(k string) string {
 	return b.String()
 }
 
-// nestedArrayKey is the field of the document wrapping an array nested
-// directly in an array.
-const nestedArrayKey = "%[]"
+// errNotObject is returned when the data is valid JSON but not an object.
+var errNotObject = errors.New("data is not a JSON object")
 
-// errNumberRange is returned for a JSON number no BSON type can hold.
-var errNumberRange = errors.New("number out of range")
+// encoder converts one JSON text to BSON.
+type encoder struct {
+	in        []byte
+	pos       int
+	str       []byte // scratch for unescaped strings
+	noDecimal bool   // write big integers as {"%n": "<digits>"}
+}
 
-// jsonToBSON converts one raw JSON value to a value the driver marshals
-// to the matching BSON: bson.D, bson.A, string, int32, int64, float64,
-// bool or nil (null).
-func jsonToBSON(raw json.RawMessage) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	v, err := decodeValue(dec, false)
+func (e *encoder) errorf(kind string) error {
+	return fmt.Errorf("invalid session data: %s at byte %d of %d", kind, e.pos, len(e.in))
+}
+
+// toBSON appends the BSON document for the JSON object data to dst. Empty
+// data is the empty document.
+func toBSON(dst, data []byte) ([]byte, error) { return toBSONWith(dst, data, false) }
+
+// toBSONWith is toBSON; noDecimal stores integers outside int64 as
+// {"%n": "<digits>"} instead of Decimal128.
+func toBSONWith(dst, data []byte, noDecimal bool) ([]byte, error) {
+	e := encoder{in: data, noDecimal: noDecimal}
+	e.ws()
+	if e.pos == len(e.in) {
+		return bsoncore.BuildDocument(dst), nil
+	}
+	if e.in[e.pos] != '{' {
+		return nil, errNotObject
+	}
+	dst, err := e.object(dst, 1)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("invalid JSON: data after the value")
+	if e.ws(); e.pos != len(e.in) {
+		return nil, e.errorf("data after the object")
 	}
-	return v, nil
+	return dst, nil
 }
 
-// decodeValue reads one value; inArray says it is an array element.
-func decodeValue(dec *json.Decoder, inArray bool) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+func (e *encoder) ws() {
+	for e.pos < len(e.in) {
+		switch e.in[e.pos] {
+		case ' ', '\t', '\n', '\r':
+			e.pos++
+		default:
+			return
 		}
-		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			return decodeObject(dec)
-		case '[':
-			arr := bson.A{}
-			for dec.More() {
-				v, err := decodeValue(dec, true)
+}
+
+// expect consumes c after optional white space.
+func (e *encoder) expect(c byte) error {
+	e.ws()
+	if e.pos >= len(e.in) {
+		return e.errorf("truncated JSON")
+	}
+	if e.in[e.pos] != c {
+		return e.errorf(fmt.Sprintf("expected %q", c))
+	}
+	e.pos++
+	return nil
+}
+
+// object appends a BSON document for the object at e.pos.
+func (e *encoder) object(dst []byte, depth int) ([]byte, error) {
+	if depth > maxNesting {
+		return nil, e.errorf("data nested too deeply")
+	}
+	e.pos++ // '{'
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	e.ws()
+	if e.pos < len(e.in) && e.in[e.pos] == '}' {
+		e.pos++
+		return finishDoc(dst, start), nil
+	}
+	prevKey := -1 // offset in dst of the previous key
+	for {
+		e.ws()
+		if e.pos >= len(e.in) || e.in[e.pos] != '"' {
+			return nil, e.errorf("object key expected")
+		}
+		keyAt := e.pos
+		k, err := e.string()
+		if err != nil {
+			return nil, err
+		}
+		typeAt := len(dst)
+		dst = appendEscapedKey(append(dst, 0), k)
+		dst = append(dst, 0)
+		if prevKey >= 0 && !keyAfter(dst, prevKey, typeAt+1) && hasKey(dst[start+4:typeAt], dst[typeAt+1:len(dst)-1]) {
+			e.pos = keyAt
+			return nil, e.errorf("duplicate object key")
+		}
+		prevKey = typeAt + 1
+		if err := e.expect(':'); err != nil {
+			return nil, err
+		}
+		var t bsoncore.Type
+		if dst, t, err = e.value(dst, depth, false); err != nil {
+			return nil, err
+		}
+		dst[typeAt] = byte(t)
+		e.ws()
+		if e.pos >= len(e.in) {
+			return nil, e.errorf("truncated JSON")
+		}
+		switch e.in[e.pos] {
+		case ',':
+			e.pos++
+		case '}':
+			e.pos++
+			return finishDoc(dst, start), nil
+		default:
+			return nil, e.errorf("expected ',' or '}'")
+		}
+	}
+}
+
+// keyAfter reports whether the NUL-terminated key at dst[b:] sorts after
+// the one at dst[a:]: the common case for canonical (sorted) data, which
+// makes the duplicate check unnecessary.
+func keyAfter(dst []byte, a, b int) bool {
+	ka := dst[a : a+bytes.IndexByte(dst[a:], 0)]
+	kb := dst[b : b+bytes.IndexByte(dst[b:], 0)]
+	return bytes.Compare(kb, ka) > 0
+}
+
+// hasKey reports whether the elements in elems (a document body) include
+// the field name key.
+func hasKey(elems, key []byte) bool {
+	for len(elems) > 0 {
+		el, rest, ok := bsoncore.ReadElement(elems)
+		if !ok {
+			return false
+		}
+		if bytes.Equal(el.KeyBytes(), key) {
+			return true
+		}
+		elems = rest
+	}
+	return false
+}
+
+// finishDoc terminates the document started at start and writes its
+// length.
+func finishDoc(dst []byte, start int) []byte {
+	dst = append(dst, 0)
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
+	return dst
+}
+
+// array appends a BSON array for the array at e.pos.
+func (e *encoder) array(dst []byte, depth int) ([]byte, error) {
+	if depth > maxNesting {
+		return nil, e.errorf("data nested too deeply")
+	}
+	e.pos++ // '['
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	e.ws()
+	if e.pos < len(e.in) && e.in[e.pos] == ']' {
+		e.pos++
+		return finishDoc(dst, start), nil
+	}
+	for i := 0; ; i++ {
+		typeAt := len(dst)
+		dst = strconv.AppendInt(append(dst, 0), int64(i), 10)
+		dst = append(dst, 0)
+		e.ws()
+		var (
+			t   bsoncore.Type
+			err error
+		)
+		if dst, t, err = e.value(dst, depth, true); err != nil {
+			return nil, err
+		}
+		dst[typeAt] = byte(t)
+		e.ws()
+		if e.pos >= len(e.in) {
+			return nil, e.errorf("truncated JSON")
+		}
+		switch e.in[e.pos] {
+		case ',':
+			e.pos++
+		case ']':
+			e.pos++
+			return finishDoc(dst, start), nil
+		default:
+			return nil, e.errorf("expected ',' or ']'")
+		}
+	}
+}
+
+// value appends the BSON value at e.pos (after white space) and returns
+// its type; inArray says it is an array element.
+func (e *encoder) value(dst []byte, depth int, inArray bool) ([]byte, bsoncore.Type, error) {
+	e.ws()
+	if e.pos >= len(e.in) {
+		return nil, 0, e.errorf("truncated JSON")
+	}
+	switch c := e.in[e.pos]; {
+	case c == '{':
+		dst, err := e.object(dst, depth+1)
+		return dst, bsoncore.TypeEmbeddedDocument, err
+	case c == '[' && inArray:
+		start := len(dst)
+		dst = append(dst, 0, 0, 0, 0, byte(bsoncore.TypeArray))
+		dst = append(append(dst, nestedArrayKey...), 0)
+		dst, err := e.array(dst, depth+2)
+		if err != nil {
+			return nil, 0, err
+		}
+		return finishDoc(dst, start), bsoncore.TypeEmbeddedDocument, nil
+	case c == '[':
+		dst, err := e.array(dst, depth+1)
+		return dst, bsoncore.TypeArray, err
+	case c == '"':
+		s, err := e.string()
+		if err != nil {
+			return nil, 0, err
+		}
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)+1))
+		return append(append(dst, s...), 0), bsoncore.TypeString, nil
+	case c == 't':
+		dst, err := e.literal(dst, "true", []byte{1})
+		return dst, bsoncore.TypeBoolean, err
+	case c == 'f':
+		dst, err := e.literal(dst, "false", []byte{0})
+		return dst, bsoncore.TypeBoolean, err
+	case c == 'n':
+		dst, err := e.literal(dst, "null", nil)
+		return dst, bsoncore.TypeNull, err
+	case c == '-' || (c >= '0' && c <= '9'):
+		return e.number(dst)
+	}
+	return nil, 0, e.errorf("unexpected character")
+}
+
+// literal consumes word and appends its BSON value bytes.
+func (e *encoder) literal(dst []byte, word string, val []byte) ([]byte, error) {
+	if !bytes.HasPrefix(e.in[e.pos:], []byte(word)) {
+		return nil, e.errorf("invalid literal")
+	}
+	e.pos += len(word)
+	return append(dst, val...), nil
+}
+
+// string consumes a JSON string and returns its bytes, unescaped. The
+// result aliases the input or e.str and is valid until the next call.
+func (e *encoder) string() ([]byte, error) {
+	e.pos++ // opening quote
+	start := e.pos
+	for e.pos < len(e.in) {
+		c := e.in[e.pos]
+		switch {
+		case c == '"':
+			s := e.in[start:e.pos]
+			e.pos++
+			return s, nil
+		case c == '\\':
+			e.str = append(e.str[:0], e.in[start:e.pos]...)
+			return e.escapedString()
+		case c < 0x20:
+			return nil, e.errorf("control character in string")
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(e.in[e.pos:])
+			if r == utf8.RuneError && size == 1 {
+				return nil, e.errorf("invalid UTF-8 in string")
+			}
+			e.pos += size
+		default:
+			e.pos++
+		}
+	}
+	return nil, e.errorf("unterminated string")
+}
+
+// escapedString continues string from the first backslash, building the
+// unescaped bytes in e.str. A lone surrogate becomes U+FFFD, as
+// encoding/json decodes it.
+func (e *encoder) escapedString() ([]byte, error) {
+	for e.pos < len(e.in) {
+		c := e.in[e.pos]
+		switch {
+		case c == '"':
+			e.pos++
+			return e.str, nil
+		case c == '\\':
+			if e.pos+1 >= len(e.in) {
+				return nil, e.errorf("unterminated string")
+			}
+			esc := e.in[e.pos+1]
+			e.pos += 2
+			switch esc {
+			case '"', '\\', '/':
+				e.str = append(e.str, esc)
+			case 'b':
+				e.str = append(e.str, '\b')
+			case 'f':
+				e.str = append(e.str, '\f')
+			case 'n':
+				e.str = append(e.str, '\n')
+			case 'r':
+				e.str = append(e.str, '\r')
+			case 't':
+				e.str = append(e.str, '\t')
+			case 'u':
+				r, err := e.hex4()
 				if err != nil {
 					return nil, err
 				}
-				arr = append(arr, v)
+				if utf16.IsSurrogate(r) {
+					r = e.lowSurrogate(r)
+				}
+				e.str = utf8.AppendRune(e.str, r)
+			default:
+				e.pos -= 2
+				return nil, e.errorf("invalid escape in string")
 			}
-			if _, err := dec.Token(); err != nil { // ']'
-				return nil, fmt.Errorf("invalid JSON: %w", err)
+		case c < 0x20:
+			return nil, e.errorf("control character in string")
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(e.in[e.pos:])
+			if r == utf8.RuneError && size == 1 {
+				return nil, e.errorf("invalid UTF-8 in string")
 			}
-			if inArray {
-				return bson.D{{Key: nestedArrayKey, Value: arr}}, nil
-			}
-			return arr, nil
+			e.str = append(e.str, e.in[e.pos:e.pos+size]...)
+			e.pos += size
+		default:
+			e.str = append(e.str, c)
+			e.pos++
 		}
-		return nil, fmt.Errorf("invalid JSON: unexpected %v", t)
-	case json.Number:
-		return convertNumber(string(t))
-	case string, bool, nil:
-		return t, nil
 	}
-	return nil, fmt.Errorf("invalid JSON: unexpected token %T", tok)
+	return nil, e.errorf("unterminated string")
 }
 
-func decodeObject(dec *json.Decoder) (any, error) {
-	doc := bson.D{}
-	var seen map[string]int
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("invalid JSON: %w", err)
+// hex4 reads the four hex digits of a \u escape.
+func (e *encoder) hex4() (rune, error) {
+	if e.pos+4 > len(e.in) {
+		return 0, e.errorf("truncated \\u escape")
+	}
+	var r rune
+	for _, c := range e.in[e.pos : e.pos+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, e.errorf("invalid \\u escape")
 		}
-		key, ok := tok.(string)
+		r = r<<4 | rune(c)
+	}
+	e.pos += 4
+	return r, nil
+}
+
+// lowSurrogate pairs the surrogate hi with a following \u escape, if it is
+// its low half; otherwise hi stands alone and becomes U+FFFD.
+func (e *encoder) lowSurrogate(hi rune) rune {
+	if e.pos+6 <= len(e.in) && e.in[e.pos] == '\\' && e.in[e.pos+1] == 'u' {
+		save := e.pos
+		e.pos += 2
+		if lo, err := e.hex4(); err == nil {
+			if r := utf16.DecodeRune(hi, lo); r != utf8.RuneError {
+				return r
+			}
+		}
+		e.pos = save
+	}
+	return utf8.RuneError
+}
+
+// number consumes a JSON number and appends it as int32, int64,
+// Decimal128 or double (see the rules at the top of this file).
+func (e *encoder) number(dst []byte) ([]byte, bsoncore.Type, error) {
+	start := e.pos
+	isInt := true
+	for e.pos < len(e.in) {
+		c := e.in[e.pos]
+		if c == '.' || c == 'e' || c == 'E' {
+			isInt = false
+		} else if !(c >= '0' && c <= '9' || c == '-' || c == '+') {
+			break
+		}
+		e.pos++
+	}
+	lit := e.in[start:e.pos]
+	if !validNumber(lit) {
+		e.pos = start
+		return nil, 0, e.errorf("invalid number")
+	}
+	if isInt {
+		if n, ok := parseInt64(lit); ok {
+			if n >= math.MinInt32 && n <= math.MaxInt32 {
+				return bsoncore.AppendInt32(dst, int32(n)), bsoncore.TypeInt32, nil
+			}
+			return bsoncore.AppendInt64(dst, n), bsoncore.TypeInt64, nil
+		}
+		if len(bytes.TrimPrefix(lit, []byte{'-'})) <= maxDecimalDigits && e.noDecimal {
+			start := len(dst)
+			dst = bsoncore.AppendStringElement(append(dst, 0, 0, 0, 0), bigIntKey, string(lit))
+			return finishDoc(dst, start), bsoncore.TypeEmbeddedDocument, nil
+		}
+		if len(bytes.TrimPrefix(lit, []byte{'-'})) <= maxDecimalDigits {
+			d, err := bson.ParseDecimal128(string(lit))
+			if err == nil {
+				h, l := d.GetBytes()
+				return bsoncore.AppendDecimal128(dst, h, l), bsoncore.TypeDecimal128, nil
+			}
+		}
+	}
+	f, err := strconv.ParseFloat(string(lit), 64)
+	if err != nil { // only a range error is left: beyond ±1.8e308
+		e.pos = start
+		return nil, 0, e.errorf(fmt.Sprintf("number out of range (%d bytes)", len(lit)))
+	}
+	return bsoncore.AppendDouble(dst, f), bsoncore.TypeDouble, nil
+}
+
+// parseInt64 parses an integer literal without allocating.
+func parseInt64(lit []byte) (int64, bool) {
+	neg := len(lit) > 0 && lit[0] == '-'
+	digits := lit
+	if neg {
+		digits = lit[1:]
+	}
+	if len(digits) == 0 || len(digits) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range digits {
+		u = u*10 + uint64(c-'0') // 19 digits cannot overflow a uint64
+	}
+	switch {
+	case !neg && u <= math.MaxInt64:
+		return int64(u), true
+	case neg && u <= 1<<63:
+		return int64(-u), true // -u wraps to MinInt64 for 1<<63
+	}
+	return 0, false
+}
+
+// validNumber reports whether s is a JSON number:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func validNumber(s []byte) bool {
+	s = bytes.TrimPrefix(s, []byte{'-'})
+	switch {
+	case len(s) == 0:
+		return false
+	case s[0] == '0':
+		s = s[1:]
+	case s[0] >= '1' && s[0] <= '9':
+		s = skipDigits(s)
+	default:
+		return false
+	}
+	if len(s) > 0 && s[0] == '.' {
+		rest := s[1:]
+		if s = skipDigits(rest); len(s) == len(rest) {
+			return false
+		}
+	}
+	if len(s) > 0 && (s[0] == 'e' || s[0] == 'E') {
+		rest := s[1:]
+		if len(rest) > 0 && (rest[0] == '+' || rest[0] == '-') {
+			rest = rest[1:]
+		}
+		if s = skipDigits(rest); len(s) == len(rest) {
+			return false
+		}
+	}
+	return len(s) == 0
+}
+
+func skipDigits(s []byte) []byte {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return s[i:]
+}
+
+// errMalformed is wrapped by errors about stored BSON that cannot be read.
+var errMalformed = errors.New("malformed BSON")
+
+// decoder converts stored BSON to canonical JSON.
+type decoder struct {
+	base []byte // the whole data document, for offsets in errors
+}
+
+func (d *decoder) errorf(at []byte, kind string) error {
+	off := len(d.base) - len(at)
+	return fmt.Errorf("stored session data: %w: %s at byte %d of %d", errMalformed, kind, off, len(d.base))
+}
+
+// appendJSON appends the canonical JSON object for the stored data
+// document doc. An absent (nil) document is {}.
+func appendJSON(dst []byte, doc []byte) ([]byte, error) {
+	if len(doc) == 0 {
+		return append(dst, "{}"...), nil
+	}
+	d := decoder{base: doc}
+	return d.document(dst, doc, 1)
+}
+
+// body checks doc's length prefix and returns its elements without the
+// terminating NUL.
+func (d *decoder) body(doc []byte) ([]byte, error) {
+	n, _, ok := bsoncore.ReadLength(doc)
+	if !ok || n < 5 || int(n) > len(doc) || doc[n-1] != 0 {
+		return nil, d.errorf(doc, "bad document length")
+	}
+	return doc[4 : n-1], nil
+}
+
+// document appends doc as a JSON object. Keys come out in the stored
+// order when it is the canonical (sorted) one, which is every document
+// this store wrote; otherwise (documents of format 1, fields an operator
+// added by hand) the object is written again with its keys sorted.
+func (d *decoder) document(dst, doc []byte, depth int) ([]byte, error) {
+	if depth > maxNesting {
+		return nil, d.errorf(doc, "nested too deeply")
+	}
+	elems, err := d.body(doc)
+	if err != nil {
+		return nil, err
+	}
+	if inner, ok := wrappedArray(elems); ok {
+		return d.array(dst, inner, depth+1)
+	}
+	if digits, ok := wrappedBigInt(elems); ok {
+		return append(dst, digits...), nil
+	}
+	start := len(dst)
+	dst = append(dst, '{')
+	var prev []byte
+	for first := true; len(elems) > 0; first = false {
+		el, rest, ok := bsoncore.ReadElement(elems)
 		if !ok {
-			return nil, fmt.Errorf("invalid JSON: object key is %T", tok)
+			return nil, d.errorf(elems, "bad element")
 		}
-		v, err := decodeValue(dec, false)
-		if err != nil {
+		key := el.KeyBytes()
+		if !first && !sortsAfter(key, prev) {
+			return d.sortedDocument(dst[:start], doc, depth)
+		}
+		prev = key
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = appendKey(dst, key)
+		dst = append(dst, ':')
+		if dst, err = d.value(dst, el.Value(), depth); err != nil {
 			return nil, err
 		}
-		key = escapeKey(key)
-		// A repeated key keeps its last value, as JSON decoders do;
-		// BSON documents with duplicate names confuse every reader.
-		if i, dup := seen[key]; dup {
-			doc[i].Value = v
+		elems = rest
+	}
+	return append(dst, '}'), nil
+}
+
+// sortsAfter reports whether the stored key b sorts after a, comparing
+// the keys as the gateway does: unescaped, byte by byte.
+func sortsAfter(b, a []byte) bool {
+	if bytes.IndexByte(a, '%') < 0 && bytes.IndexByte(b, '%') < 0 {
+		return bytes.Compare(b, a) > 0
+	}
+	return unescapeKey(string(b)) > unescapeKey(string(a))
+}
+
+// sortedDocument appends doc as a JSON object with its keys sorted; a
+// repeated key keeps its last value.
+func (d *decoder) sortedDocument(dst, doc []byte, depth int) ([]byte, error) {
+	type field struct {
+		key string
+		val bsoncore.Value
+	}
+	elems, err := d.body(doc)
+	if err != nil {
+		return nil, err
+	}
+	var fields []field
+	for len(elems) > 0 {
+		el, rest, ok := bsoncore.ReadElement(elems)
+		if !ok {
+			return nil, d.errorf(elems, "bad element")
+		}
+		fields = append(fields, field{unescapeKey(string(el.KeyBytes())), el.Value()})
+		elems = rest
+	}
+	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	dst = append(dst, '{')
+	for i, f := range fields {
+		if i+1 < len(fields) && fields[i+1].key == f.key {
 			continue
 		}
-		if seen == nil {
-			seen = make(map[string]int)
+		if dst[len(dst)-1] != '{' {
+			dst = append(dst, ',')
 		}
-		seen[key] = len(doc)
-		doc = append(doc, bson.E{Key: key, Value: v})
-	}
-	if _, err := dec.Token(); err != nil { // '}'
-		return nil, fmt.Errorf("invalid JSON: %w", err)
-	}
-	return doc, nil
-}
-
-func convertNumber(s string) (any, error) {
-	if !strings.ContainsAny(s, ".eE") {
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			if n >= math.MinInt32 && n <= math.MaxInt32 {
-				return int32(n), nil
-			}
-			return n, nil
+		dst = protocol.AppendString(dst, f.key)
+		dst = append(dst, ':')
+		if dst, err = d.value(dst, f.val, depth); err != nil {
+			return nil, err
 		}
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		// ParseFloat rounds huge integers without error; only numbers
-		// beyond ±1.8e308 get here.
-		return nil, fmt.Errorf("%w: %.40s", errNumberRange, s)
-	}
-	return f, nil
+	return append(dst, '}'), nil
 }
 
-// dataToBSON converts a session's data map to the BSON sub-document kept
-// in the data field, escaping each key.
-func dataToBSON(data map[string]json.RawMessage) (bson.D, error) {
-	doc := make(bson.D, 0, len(data))
-	for k, raw := range data {
-		v, err := jsonToBSON(raw)
-		if err != nil {
-			return nil, fmt.Errorf("data key %q: %w", k, err)
+// appendKey appends a stored field name as a JSON string: as it is when
+// it is plain printable ASCII without escapes, else unescaped and through
+// protocol.AppendString.
+func appendKey(dst, key []byte) []byte {
+	if plain(key, '%') {
+		dst = append(dst, '"')
+		dst = append(dst, key...)
+		return append(dst, '"')
+	}
+	return protocol.AppendString(dst, unescapeKey(string(key)))
+}
+
+// plain reports whether s is printable ASCII without '"', '\\' and also:
+// the bytes JSON writes as they are.
+func plain(s []byte, also byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == also {
+			return false
 		}
-		doc = append(doc, bson.E{Key: escapeKey(k), Value: v})
 	}
-	return doc, nil
+	return true
 }
 
-// dataFromBSON converts the stored data sub-document back to raw JSON
-// values, one per top-level key. A missing or empty document gives nil.
-func dataFromBSON(doc bson.Raw) (map[string]json.RawMessage, error) {
-	if len(doc) == 0 {
-		return nil, nil
+// array appends the BSON array arr as a JSON array; array elements that
+// are wrapped arrays are unwrapped.
+func (d *decoder) array(dst, arr []byte, depth int) ([]byte, error) {
+	if depth > maxNesting {
+		return nil, d.errorf(arr, "nested too deeply")
 	}
-	elems, err := doc.Elements()
+	elems, err := d.body(arr)
 	if err != nil {
 		return nil, err
 	}
-	if len(elems) == 0 {
-		return nil, nil
-	}
-	out := make(map[string]json.RawMessage, len(elems))
-	for _, e := range elems {
-		b, err := appendJSON(nil, e.Value())
-		if err != nil {
-			return nil, fmt.Errorf("data key %q: %w", unescapeKey(e.Key()), err)
+	dst = append(dst, '[')
+	for first := true; len(elems) > 0; first = false {
+		el, rest, ok := bsoncore.ReadElement(elems)
+		if !ok {
+			return nil, d.errorf(elems, "bad element")
 		}
-		out[unescapeKey(e.Key())] = b
+		if !first {
+			dst = append(dst, ',')
+		}
+		if dst, err = d.value(dst, el.Value(), depth); err != nil {
+			return nil, err
+		}
+		elems = rest
 	}
-	return out, nil
+	return append(dst, ']'), nil
 }
 
-// appendJSON appends v as JSON. Types JSON has no word for (dates,
-// ObjectIDs, decimals an operator may have written) come out as relaxed
-// Extended JSON, which is still valid JSON.
-func appendJSON(b []byte, v bson.RawValue) ([]byte, error) {
+// wrappedArray returns the array of {"%[]": [...]}, the stored form of an
+// array nested in an array, given the document's elements.
+func wrappedArray(elems []byte) ([]byte, bool) {
+	el, rest, ok := bsoncore.ReadElement(elems)
+	if !ok || len(rest) != 0 || bsoncore.Type(el[0]) != bsoncore.TypeArray || string(el.KeyBytes()) != nestedArrayKey {
+		return nil, false
+	}
+	return el.Value().Data, true
+}
+
+// wrappedBigInt returns the digits of {"%n": "<digits>"}, the stored form
+// of an integer outside int64 on a server without Decimal128.
+func wrappedBigInt(elems []byte) (string, bool) {
+	el, rest, ok := bsoncore.ReadElement(elems)
+	if !ok || len(rest) != 0 || string(el.KeyBytes()) != bigIntKey {
+		return "", false
+	}
+	s, ok := el.Value().StringValueOK()
+	if !ok || !validNumber([]byte(s)) || strings.ContainsAny(s, ".eE") {
+		return "", false
+	}
+	return s, true
+}
+
+// value appends one BSON value as JSON.
+func (d *decoder) value(dst []byte, v bsoncore.Value, depth int) ([]byte, error) {
 	switch v.Type {
-	case bson.TypeNull, bson.TypeUndefined:
-		return append(b, "null"...), nil
-	case bson.TypeBoolean:
-		return strconv.AppendBool(b, v.Boolean()), nil
-	case bson.TypeInt32:
-		return strconv.AppendInt(b, int64(v.Int32()), 10), nil
-	case bson.TypeInt64:
-		return strconv.AppendInt(b, v.Int64(), 10), nil
-	case bson.TypeDouble:
-		f := v.Double()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return appendExtJSON(b, v)
+	case bsoncore.TypeString:
+		s, ok := v.StringValueOK()
+		if !ok {
+			return nil, d.errorf(v.Data, "bad string")
 		}
-		return appendFloat(b, f), nil
-	case bson.TypeString:
-		return appendString(b, v.StringValue()), nil
-	case bson.TypeEmbeddedDocument:
-		elems, err := v.Document().Elements()
-		if err != nil {
-			return nil, err
+		if plain([]byte(s), 0x7f) {
+			dst = append(dst, '"')
+			dst = append(dst, s...)
+			return append(dst, '"'), nil
 		}
-		b = append(b, '{')
-		for i, e := range elems {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, unescapeKey(e.Key()))
-			b = append(b, ':')
-			if b, err = appendJSON(b, e.Value()); err != nil {
-				return nil, err
-			}
-		}
-		return append(b, '}'), nil
-	case bson.TypeArray:
-		vals, err := v.Array().Values()
-		if err != nil {
-			return nil, err
-		}
-		b = append(b, '[')
-		for i, e := range vals {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if inner, ok := wrappedArray(e); ok {
-				e = inner
-			}
-			if b, err = appendJSON(b, e); err != nil {
-				return nil, err
-			}
-		}
-		return append(b, ']'), nil
+		return protocol.AppendString(dst, s), nil
+	case bsoncore.TypeInt32:
+		return strconv.AppendInt(dst, int64(v.Int32()), 10), nil
+	case bsoncore.TypeInt64:
+		return strconv.AppendInt(dst, v.Int64(), 10), nil
+	case bsoncore.TypeDouble:
+		return protocol.AppendFloat(dst, v.Double()), nil
+	case bsoncore.TypeEmbeddedDocument:
+		return d.document(dst, v.Data, depth+1)
+	case bsoncore.TypeArray:
+		return d.array(dst, v.Data, depth+1)
+	case bsoncore.TypeBoolean:
+		return strconv.AppendBool(dst, v.Boolean()), nil
+	case bsoncore.TypeNull, bsoncore.TypeUndefined:
+		return append(dst, "null"...), nil
+	case bsoncore.TypeDecimal128:
+		h, l := v.Decimal128()
+		return appendDecimal(dst, h, l), nil
 	}
-	return appendExtJSON(b, v)
+	return d.foreign(dst, v)
 }
 
-func appendExtJSON(b []byte, v bson.RawValue) ([]byte, error) {
-	out, err := bson.MarshalExtJSON(bson.D{{Key: "v", Value: v}}, false, false)
+// appendDecimal appends a Decimal128: an integer (exponent 0, as this
+// store writes big integers) as its digits, anything else (an operator's
+// NumberDecimal) as the canonical double nearest to it.
+func appendDecimal(dst []byte, h, l uint64) []byte {
+	const (
+		signBit  = 1 << 63
+		expShift = 49
+		expMask  = 1<<14 - 1
+		bias     = 6176
+	)
+	if h>>61&3 != 3 && int(h>>expShift&expMask) == bias { // finite, exponent 0
+		sig := new(big.Int).SetUint64(h & (1<<expShift - 1))
+		sig.Lsh(sig, 64).Or(sig, new(big.Int).SetUint64(l))
+		if h&signBit != 0 && sig.Sign() != 0 {
+			dst = append(dst, '-')
+		}
+		return sig.Append(dst, 10)
+	}
+	f, err := strconv.ParseFloat(bson.NewDecimal128(h, l).String(), 64)
 	if err != nil {
-		return nil, err
+		return append(dst, "null"...)
+	}
+	return protocol.AppendFloat(dst, f)
+}
+
+// foreign appends a value of a type JSON has no word for (a date, an
+// ObjectID an operator wrote) as relaxed Extended JSON, which is still
+// valid JSON.
+func (d *decoder) foreign(dst []byte, v bsoncore.Value) ([]byte, error) {
+	out, err := bson.MarshalExtJSON(bson.D{{Key: "v", Value: bson.RawValue{Type: bson.Type(v.Type), Value: v.Data}}}, false, false)
+	if err != nil {
+		return nil, d.errorf(v.Data, fmt.Sprintf("unreadable value of BSON type %v", v.Type))
 	}
 	const prefix = `{"v":`
 	if !bytes.HasPrefix(out, []byte(prefix)) || !bytes.HasSuffix(out, []byte("}")) {
-		return nil, fmt.Errorf("unexpected Extended JSON for BSON type %v", v.Type)
+		return nil, d.errorf(v.Data, fmt.Sprintf("unreadable value of BSON type %v", v.Type))
 	}
-	return append(b, out[len(prefix):len(out)-1]...), nil
-}
-
-// appendFloat formats f the way encoding/json does: the shortest
-// representation that reads back as f, exponent only for very large or
-// small magnitudes.
-func appendFloat(b []byte, f float64) []byte {
-	abs := math.Abs(f)
-	format := byte('f')
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// Turn e-07 into e-7.
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
-}
-
-// appendString appends s as a JSON string. Non-ASCII text is kept as
-// UTF-8 (the gateway does its own ASCII encoding on the way upstream);
-// invalid UTF-8, which BSON should never hold, becomes U+FFFD.
-func appendString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c == '\n':
-				b = append(b, '\\', 'n')
-			case c == '\r':
-				b = append(b, '\\', 'r')
-			case c == '\t':
-				b = append(b, '\\', 't')
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
-}
-
-// wrappedArray unwraps {"%[]": [...]}, the stored form of an array nested
-// in an array.
-func wrappedArray(v bson.RawValue) (bson.RawValue, bool) {
-	if v.Type != bson.TypeEmbeddedDocument {
-		return v, false
-	}
-	elems, err := v.Document().Elements()
-	if err != nil || len(elems) != 1 || elems[0].Key() != nestedArrayKey {
-		return v, false
-	}
-	inner := elems[0].Value()
-	return inner, inner.Type == bson.TypeArray
+	return append(dst, out[len(prefix):len(out)-1]...), nil
 }

@@ -8,59 +8,107 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/sessiongate/caddy-session/store"
 )
 
-// unavailableCodes are server error codes that mean "no usable primary
-// right now" (shutdown, election, network trouble seen by the server)
-// rather than anything wrong with the request.
-var unavailableCodes = []int{
-	6,     // HostUnreachable
-	7,     // HostNotFound
-	64,    // WriteConcernFailed (wtimeout)
-	89,    // NetworkTimeout
-	91,    // ShutdownInProgress
-	189,   // PrimarySteppedDown
-	262,   // ExceededTimeLimit
-	9001,  // SocketException
-	10107, // NotWritablePrimary
-	11600, // InterruptedAtShutdown
-	11602, // InterruptedDueToReplStateChange
-	13435, // NotPrimaryNoSecondaryOk
-	13436, // NotPrimaryOrSecondary
+// unavailableCodes are the server error codes that mean "no usable
+// primary, or no answer in time, right now" rather than anything wrong
+// with the request: the codes MongoDB's retryable-writes and
+// retryable-reads specifications list, plus the time limits and the mongos
+// routing failures of an election or a network split.
+var unavailableCodes = map[int]string{
+	6:     "HostUnreachable",
+	7:     "HostNotFound",
+	50:    "MaxTimeMSExpired",
+	64:    "WriteConcernFailed", // wtimeout: the outcome is unknown
+	89:    "NetworkTimeout",
+	91:    "ShutdownInProgress",
+	133:   "FailedToSatisfyReadPreference", // mongos: no eligible member
+	134:   "ReadConcernMajorityNotAvailableYet",
+	189:   "PrimarySteppedDown",
+	202:   "NetworkInterfaceExceededTimeLimit", // mongos to shard
+	262:   "ExceededTimeLimit",
+	9001:  "SocketException",
+	10058: "LegacyNotPrimary",
+	10107: "NotWritablePrimary",
+	11600: "InterruptedAtShutdown",
+	11602: "InterruptedDueToReplStateChange",
+	13435: "NotPrimaryNoSecondaryOk",
+	13436: "NotPrimaryOrSecondary",
+}
+
+// unavailableLabels are the error labels that mean the same: the server
+// or the driver says trying again later may work.
+var unavailableLabels = []string{
+	"NetworkError",
+	"RetryableWriteError",
+	"ResetPool",
+	driver.ErrSystemOverloadedError,
+	driver.ErrRetryableError,
+	"NetworkTimeoutError",
+	"ExceededTimeLimitError",
+}
+
+// unavailableErrors are driver sentinel errors of a client, pool or
+// server that is closing or closed: an outage from the request's point of
+// view (a reload's disconnect, a server removed from the topology).
+var unavailableErrors = []error{
+	context.DeadlineExceeded,
+	driver.ErrDeadlineWouldBeExceeded,
+	mongo.ErrClientDisconnected,
+	topology.ErrPoolClosed,
+	topology.ErrServerClosed,
+	topology.ErrTopologyClosed,
+	topology.ErrConnectionClosed,
 }
 
 // isUnavailable reports whether err means the server could not be reached
-// or did not answer in time, as opposed to refusing the request.
+// or did not answer in time, as opposed to refusing the request. The
+// classification follows MongoDB's documented error labels and codes, so
+// every outage answers 503 with Retry-After rather than 500.
+//
+// Writes are retried by the driver (retryable writes) until the call's
+// deadline while the error is retryable; an error that still carries
+// RetryableWriteError here means the deadline ran out first.
 func isUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || mongo.IsTimeout(err) || mongo.IsNetworkError(err) ||
-		errors.Is(err, mongo.ErrClientDisconnected) {
+	for _, target := range unavailableErrors {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	if mongo.IsTimeout(err) || mongo.IsNetworkError(err) {
 		return true
 	}
-	var sse topology.ServerSelectionError
-	if errors.As(err, &sse) {
+	var (
+		sse topology.ServerSelectionError
+		ce  topology.ConnectionError
+		wqe topology.WaitQueueTimeoutError
+		rpe driver.RetryablePoolError // a cleared or paused pool
+	)
+	if errors.As(err, &sse) || errors.As(err, &ce) || errors.As(err, &wqe) ||
+		errors.As(err, &rpe) && rpe.Retryable() {
 		return true
 	}
-	var ce topology.ConnectionError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var se mongo.ServerError
-	if errors.As(err, &se) {
-		for _, c := range unavailableCodes {
-			if se.HasErrorCode(c) {
+	var le mongo.LabeledError
+	if errors.As(err, &le) {
+		for _, l := range unavailableLabels {
+			if le.HasErrorLabel(l) {
 				return true
 			}
 		}
-		// The driver already retried a retryable write once; if it still
-		// carries the label, the replica set has no primary for now.
-		if se.HasErrorLabel("RetryableWriteError") {
-			return true
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		for _, c := range se.ErrorCodes() {
+			if _, ok := unavailableCodes[c]; ok {
+				return true
+			}
 		}
 	}
 	return false

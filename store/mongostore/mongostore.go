@@ -2,53 +2,55 @@
 // speaks its wire protocol), using the official Go driver v2. Every Caddy
 // instance pointed at the same collection sees the same sessions.
 //
-// # Documents
-//
-// One document per session:
+// docs/storage.md describes the stored document exactly (format 2: field
+// names, BSON types, key escaping, tombstones, indexes) and how documents
+// of the first format are read. In short:
 //
 //	{
 //	  _id:     "<store key: hex SHA-256 of the session token>",
+//	  f:       2,
 //	  data:    { <session data as a BSON sub-document> },
-//	  created: ISODate(...),
-//	  updated: ISODate(...),
-//	  expires: ISODate(...),
-//	  maxAge:  <the session's own idle timeout in milliseconds, 0 = default>,
-//	  v:       <version: 1 on create, +1 per change>
+//	  sub:     "<subject>",              // only when the session has one
+//	  created: ISODate(...), updated: ISODate(...), expires: ISODate(...),
+//	  maxAge:  NumberLong(<idle timeout in ms, 0 = default>),
+//	  v:       NumberLong(<version: 1 on create, +1 per write>),
+//	  rot:     "<successor handle>"       // only in a tombstone (no data, no sub)
 //	}
-//
-// data is a real sub-document, so operators can query it
-// (db.sessions.find({"data.user.id": 42})). JSON numbers become int32,
-// int64 or double; strings, booleans, null, arrays and objects map to
-// their BSON kinds. Object keys MongoDB cannot take as field names (those
-// holding '$', '.', NUL, or empty) are stored escaped as %XX, at any
-// depth, and come back exactly; '%' itself is escaped too, so a key like
-// "100%" is stored as "100%25". Other fields may be added to the
-// document by later versions; readers ignore fields they do not know.
 //
 // # Round trips
 //
-// Find is one find command, Create one insert, Apply one update (the
-// change becomes $set/$unset on data.<key> plus expiry, version and
-// max-age, filtered on _id and not-expired, never an upsert, so a deleted
-// or expired session is never brought back), Touch one update and Delete
-// one delete.
+// Find is one find command, Create one insert, Update, Touch and Rotate
+// one update each (filtered on the key, the version where the contract
+// says so, a live expiry and no tombstone marker; never an upsert), Delete
+// one delete. The subject index adds one find or one delete per call.
+//
+// # Reads from the primary
+//
+// The collection pins read preference primary and read concern local,
+// whatever the URI says: a session written by one Caddy instance must be
+// visible to the next request on any other, and a logout must take effect
+// at once. Reads from secondaries would trade that for load spread; see
+// docs/scaling.md.
 //
 // # Expiry
 //
-// Reads and updates filter on expires themselves, so an expired session
-// is invisible at once. Expired documents are removed by a TTL index on
-// expires, created in the background when the store starts. A server that
-// refuses the index (FerretDB answers NotImplemented; Azure Cosmos DB and
-// others have limits of their own) is logged, and the store falls back to
-// deleting expired documents itself every SweepInterval.
+// Reads and writes filter on expires themselves, so an expired session is
+// invisible at once. Expired documents are removed by a TTL index on
+// expires, built in the background with a long deadline. Until it exists,
+// and for ever on a server that refuses it (FerretDB answers code 238,
+// NotImplemented), the store deletes expired documents itself every
+// SweepInterval, using a plain index on expires.
 //
 // # Failures
 //
 // Every call is bounded by Options.OpTimeout, which is also the driver's
-// server-selection timeout (never the driver's default 30 s). Errors that
-// mean the server could not be reached or did not answer in time wrap
+// server-selection timeout (never the driver's default 30 s). Connecting
+// and the driver's heartbeats have their own, longer ConnectTimeout, so a
+// short stall of the primary does not clear the pool. Errors that mean the
+// server could not be reached or did not answer in time wrap
 // store.ErrUnavailable. The client reconnects by itself when the server
-// comes back. Errors and logs never contain the MongoDB URI.
+// comes back. Errors and logs never contain the MongoDB URI, a key or
+// session data.
 package mongostore
 
 import (
@@ -56,6 +58,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +67,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.uber.org/zap"
 
@@ -72,19 +77,21 @@ import (
 
 // Defaults for the zero values of Options.
 const (
-	DefaultDatabase      = "caddy"
-	DefaultCollection    = "sessions"
-	DefaultOpTimeout     = 3 * time.Second
-	DefaultWriteConcern  = "majority"
-	DefaultSweepInterval = time.Minute
+	DefaultDatabase       = "caddy"
+	DefaultCollection     = "sessions"
+	DefaultOpTimeout      = 3 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultWriteConcern   = "majority"
+	DefaultSweepInterval  = time.Minute
 )
 
 // Options configure a Store. Only URI is required (by NewClient and Open);
 // every other field has a documented default.
 type Options struct {
 	// URI is the MongoDB connection string; TLS, authentication, replica
-	// set and pool settings come through it. It may hold a password: the
-	// store never puts it in an error or a log line.
+	// set and pool settings (maxPoolSize, minPoolSize) come through it. It
+	// may hold a password: the store never puts it in an error or a log
+	// line.
 	URI string
 
 	// Database holds the sessions collection. Default "caddy".
@@ -94,9 +101,16 @@ type Options struct {
 	Collection string
 
 	// OpTimeout bounds each store call, and is the client's server
-	// selection and connect timeout, so a down server costs a request at
-	// most about this long. Default 3s.
+	// selection timeout, so a down server costs a request at most about
+	// this long. Default 3s.
 	OpTimeout time.Duration
+
+	// ConnectTimeout bounds opening a connection (TCP, TLS and the
+	// handshake) and is the socket timeout of the driver's heartbeats. It
+	// is longer than OpTimeout on purpose: a heartbeat that times out
+	// clears the pool, so a short stall of the primary would otherwise
+	// reconnect every connection. Default 10s.
+	ConnectTimeout time.Duration
 
 	// WriteConcern is the "w" of every write: "majority" (the default),
 	// a number of members such as "1", or a replica-set tag name. "0"
@@ -104,17 +118,18 @@ type Options struct {
 	// update matched a live session.
 	WriteConcern string
 
-	// SweepInterval is how often expired documents are deleted when the
-	// server refuses the TTL index (or DisableTTLIndex is set). Default
-	// one minute.
+	// SweepInterval is how often expired documents are deleted while the
+	// TTL index does not exist (it is being built, or the server refuses
+	// it, or DisableTTLIndex is set). Default one minute.
 	SweepInterval time.Duration
 
 	// DisableTTLIndex skips the TTL index and always sweeps, for servers
 	// whose TTL support is limited without saying so.
 	DisableTTLIndex bool
 
-	// Logger receives the store's few log lines (TTL index refused,
-	// sweep failures). Default: no logging.
+	// Logger receives the store's few log lines (index state changes,
+	// sweep failures, a write concern the server cannot meet). Default:
+	// no logging.
 	Logger *zap.Logger
 
 	// Monitor, if set, is handed to the driver to observe every command
@@ -126,6 +141,32 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Validate checks the options that do not need a server: names MongoDB
+// would only refuse at the first request, the write concern, and negative
+// durations. Open and New call it; configuration front ends (the Caddy
+// module) call it too, so every way of configuring gets the same errors.
+func (o Options) Validate() error {
+	if db := o.Database; db != "" && (len(db) > 63 || strings.ContainsAny(db, "/\\. \"$*<>:|?\x00")) {
+		return fmt.Errorf("mongostore: invalid database name %q", db)
+	}
+	if c := o.Collection; c != "" && (strings.ContainsAny(c, "$\x00") || strings.HasPrefix(c, "system.") ||
+		strings.HasPrefix(c, ".") || strings.HasSuffix(c, ".")) {
+		return fmt.Errorf("mongostore: invalid collection name %q", c)
+	}
+	if _, err := ParseWriteConcern(o.WriteConcern); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeout", o.OpTimeout}, {"connect timeout", o.ConnectTimeout}, {"sweep interval", o.SweepInterval}} {
+		if d.v < 0 {
+			return fmt.Errorf("mongostore: %s must not be negative", d.name)
+		}
+	}
+	return nil
+}
+
 func (o Options) withDefaults() Options {
 	if o.Database == "" {
 		o.Database = DefaultDatabase
@@ -135,6 +176,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = DefaultOpTimeout
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = max(DefaultConnectTimeout, o.OpTimeout)
 	}
 	if o.WriteConcern == "" {
 		o.WriteConcern = DefaultWriteConcern
@@ -169,12 +213,15 @@ func ParseWriteConcern(w string) (*writeconcern.WriteConcern, error) {
 }
 
 // NewClient returns a driver client for opts.URI configured for session
-// traffic: server selection and connect timeouts of OpTimeout, and
-// opts.Monitor if set. It does not dial: connections are made in the
-// background and on first use, so a down server does not fail start-up.
-// The caller disconnects the client when done; several Stores may share
-// it (see New).
+// traffic: a server selection timeout of OpTimeout, a connect and
+// heartbeat timeout of ConnectTimeout, and opts.Monitor if set. It does
+// not dial: connections are made in the background and on first use, so a
+// down server does not fail start-up. The caller disconnects the client
+// when done; several Stores may share it (see New).
 func NewClient(opts Options) (*mongo.Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	opts = opts.withDefaults()
 	red := newRedactor(opts.URI)
 	if opts.URI == "" {
@@ -182,9 +229,11 @@ func NewClient(opts Options) (*mongo.Client, error) {
 	}
 	co := options.Client().ApplyURI(opts.URI).
 		// Set after ApplyURI so they win over URI parameters: a request
-		// must never wait the driver's default 30 s for a server.
+		// must never wait the driver's default 30 s for a server, and a
+		// heartbeat must not give up (and clear the pool) as soon as a
+		// request would.
 		SetServerSelectionTimeout(opts.OpTimeout).
-		SetConnectTimeout(opts.OpTimeout)
+		SetConnectTimeout(opts.ConnectTimeout)
 	if opts.Monitor != nil {
 		co.SetMonitor(opts.Monitor)
 	}
@@ -195,8 +244,9 @@ func NewClient(opts Options) (*mongo.Client, error) {
 	return c, nil
 }
 
-// Store is a store.Store on one MongoDB collection. Create one with Open
-// or New and stop it with Close. All methods are safe for concurrent use.
+// Store is a store.Store and store.SubjectIndex on one MongoDB
+// collection. Create one with Open or New and stop it with Close. All
+// methods are safe for concurrent use.
 type Store struct {
 	client     *mongo.Client
 	ownsClient bool
@@ -208,16 +258,25 @@ type Store struct {
 	log           *zap.Logger
 	now           func() time.Time
 	redact        redactor
+	w             any // the write concern's w, for the check against hello
 
-	stop      chan struct{}
-	done      chan struct{} // closed when the background goroutine exits
-	ready     chan struct{} // closed once the TTL index exists or sweeping started
-	sweeping  atomic.Bool
+	expiry       atomic.Int32 // an Expiry
+	noDecimal    atomic.Bool  // the server refuses Decimal128 values
+	wcErr        atomic.Pointer[error]
+	sweepFailing atomic.Bool // so a sweep failure and the recovery are logged once
+
+	bg        context.Context // background work; Close cancels it
+	cancelBG  context.CancelFunc
+	ready     chan struct{} // closed when the start-up checks are done
+	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-// Interface guard.
-var _ store.Store = (*Store)(nil)
+// Interface guards.
+var (
+	_ store.Store        = (*Store)(nil)
+	_ store.SubjectIndex = (*Store)(nil)
+)
 
 // Open creates a client for opts.URI (see NewClient) and a Store that
 // owns it: Close disconnects it.
@@ -240,21 +299,23 @@ func Open(opts Options) (*Store, error) {
 // New returns a Store on client, which stays the caller's: Close does not
 // disconnect it, so one client (one connection pool) can serve several
 // stores. opts.URI is only used to keep it out of error messages;
-// opts.Monitor is ignored (it belongs to the client). New starts a
-// background goroutine that creates the TTL index, retrying while the
-// server is unreachable, or sweeps if the server refuses it; it never
+// opts.Monitor and the timeouts other than OpTimeout are ignored (they
+// belong to the client). New starts background work (index builds, the
+// sweeper, a check of the write concern against the server); it never
 // blocks on the server.
 func New(client *mongo.Client, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, errors.New("mongostore: nil client")
 	}
-	opts = opts.withDefaults()
-	wc, err := ParseWriteConcern(opts.WriteConcern)
-	if err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	coll := client.Database(opts.Database).
-		Collection(opts.Collection, options.Collection().SetWriteConcern(wc))
+	opts = opts.withDefaults()
+	wc, _ := ParseWriteConcern(opts.WriteConcern) // checked by Validate
+	coll := client.Database(opts.Database).Collection(opts.Collection, options.Collection().
+		SetWriteConcern(wc).
+		SetReadPreference(readpref.Primary()).
+		SetReadConcern(readconcern.Local()))
 	s := &Store{
 		client:        client,
 		coll:          coll,
@@ -264,22 +325,22 @@ func New(client *mongo.Client, opts Options) (*Store, error) {
 		log:           opts.Logger,
 		now:           opts.Now,
 		redact:        newRedactor(opts.URI),
-		stop:          make(chan struct{}),
-		done:          make(chan struct{}),
+		w:             wc.W,
 		ready:         make(chan struct{}),
 	}
-	go s.maintain()
+	s.bg, s.cancelBG = context.WithCancel(context.Background())
+	s.start()
 	return s, nil
 }
 
-// Close stops the background work (index creation, sweeping) and waits
-// for it, then disconnects the client if the Store owns it (Open). It is
-// safe to call more than once.
+// Close stops the background work (index builds, sweeping) and waits for
+// it, then disconnects the client if the Store owns it (Open). It is safe
+// to call more than once.
 func (s *Store) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
-		close(s.stop)
-		<-s.done
+		s.cancelBG()
+		s.wg.Wait()
 		if s.ownsClient {
 			if e := s.client.Disconnect(ctx); e != nil {
 				err = s.opError("disconnect", e)
@@ -293,66 +354,47 @@ func (s *Store) Close(ctx context.Context) error {
 // that inspect documents.
 func (s *Store) Collection() *mongo.Collection { return s.coll }
 
-// document is the stored shape of a session, as Find decodes it.
-type document struct {
-	Data    bson.Raw  `bson:"data"`
-	Created time.Time `bson:"created"`
-	Updated time.Time `bson:"updated"`
-	Expires time.Time `bson:"expires"`
-	MaxAge  int64     `bson:"maxAge"`
-	Version int64     `bson:"v"`
-}
-
-// live is the filter for the live session under key at now.
-func live(key string, now time.Time) bson.D {
-	return bson.D{{Key: "_id", Value: key}, {Key: "expires", Value: bson.D{{Key: "$gt", Value: now}}}}
-}
+// Ready returns a channel closed once the start-up work is done: the
+// server answered the capability and write-concern checks, and the index
+// builds have finished or the store has settled on sweeping. Requests
+// never wait for it; it is for tools and tests that want a quiet store.
+func (s *Store) Ready() <-chan struct{} { return s.ready }
 
 // Find returns the session under key if it is live at now, with one find
-// command.
+// command. A tombstone (see Rotate) gives a *store.RotatedError.
 func (s *Store) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	var d document
-	err := s.coll.FindOne(ctx, live(key, now)).Decode(&d)
+	filter := bson.D{{Key: "_id", Value: key}, {Key: "expires", Value: bson.D{{Key: "$gt", Value: now}}}}
+	raw, err := s.coll.FindOne(ctx, filter).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, s.opError("find", err)
 	}
-	data, err := dataFromBSON(d.Data)
+	rec, successor, err := decodeDocument(raw)
 	if err != nil {
-		return nil, fmt.Errorf("mongostore: find: stored data: %w", err)
+		return nil, fmt.Errorf("mongostore: find: %w", err)
 	}
-	return &store.Record{
-		Data:    data,
-		Created: d.Created,
-		Updated: d.Updated,
-		Expires: d.Expires,
-		MaxAge:  time.Duration(d.MaxAge) * time.Millisecond,
-		Version: d.Version,
-	}, nil
+	if successor != "" {
+		return nil, &store.RotatedError{Successor: successor}
+	}
+	return rec, nil
 }
 
 // Create inserts rec under key with Version 1, with one insert command.
-// A taken key, live or expired, gives store.ErrExists.
+// A taken key, live, expired or a tombstone, gives store.ErrExists.
 func (s *Store) Create(ctx context.Context, key string, rec *store.Record) error {
 	if rec == nil {
 		return errors.New("mongostore: Create with nil record")
 	}
-	data, err := dataToBSON(rec.Data)
-	if err != nil {
+	if err := s.writeConcernProblem(); err != nil {
 		return fmt.Errorf("mongostore: create: %w", err)
 	}
-	doc := bson.D{
-		{Key: "_id", Value: key},
-		{Key: "data", Value: data},
-		{Key: "created", Value: rec.Created},
-		{Key: "updated", Value: rec.Updated},
-		{Key: "expires", Value: rec.Expires},
-		{Key: "maxAge", Value: rec.MaxAge.Milliseconds()},
-		{Key: "v", Value: int64(1)},
+	doc, err := s.encodeDocument(key, rec)
+	if err != nil {
+		return fmt.Errorf("mongostore: create: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
@@ -365,76 +407,108 @@ func (s *Store) Create(ctx context.Context, key string, rec *store.Record) error
 	return nil
 }
 
-// Apply applies ch with one update command: $set and $unset on
-// data.<key>, the new expiry, updated time and max-age, and $inc of the
-// version, filtered on the key being live at now. It never upserts, so a
-// session deleted or expired meanwhile stays gone (store.ErrNotFound).
-func (s *Store) Apply(ctx context.Context, key string, ch store.Change, now time.Time) error {
+// liveAt is the filter for the live session (not a tombstone) under key at
+// now, at version when version > 0.
+func liveAt(key string, version int64, now time.Time) bson.D {
+	f := bson.D{{Key: "_id", Value: key}}
+	if version > 0 {
+		f = append(f, bson.E{Key: "v", Value: version})
+	}
+	return append(f,
+		bson.E{Key: "expires", Value: bson.D{{Key: "$gt", Value: now}}},
+		bson.E{Key: fieldRotated, Value: bson.D{{Key: "$exists", Value: false}}})
+}
+
+// Update replaces the data, subject, max-age and expiry of the live
+// session under key if its version is rec.Version, with one update
+// command. The document is written in the current format, whatever format
+// it had.
+func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now time.Time) error {
+	if rec == nil {
+		return errors.New("mongostore: Update with nil record")
+	}
+	if err := s.writeConcernProblem(); err != nil {
+		return fmt.Errorf("mongostore: update: %w", err)
+	}
+	data, err := s.encodeData(rec.Data)
+	if err != nil {
+		return fmt.Errorf("mongostore: update: %w", err)
+	}
 	set := bson.D{
-		{Key: "expires", Value: ch.Expires},
-		{Key: "updated", Value: now},
+		{Key: fieldFormat, Value: formatVersion},
+		{Key: fieldData, Value: data},
+		{Key: fieldUpdated, Value: now},
+		{Key: fieldExpires, Value: rec.Expires},
+		{Key: fieldMaxAge, Value: rec.MaxAge.Milliseconds()},
+		{Key: fieldVersion, Value: rec.Version + 1},
 	}
-	if ch.MaxAge != nil {
-		set = append(set, bson.E{Key: "maxAge", Value: ch.MaxAge.Milliseconds()})
+	update := bson.D{}
+	if rec.Subject != "" {
+		set = append(set, bson.E{Key: fieldSubject, Value: rec.Subject})
+	} else {
+		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: fieldSubject, Value: ""}}})
 	}
-	for k, raw := range ch.Set {
-		v, err := jsonToBSON(raw)
-		if err != nil {
-			return fmt.Errorf("mongostore: apply: data key %q: %w", k, err)
-		}
-		set = append(set, bson.E{Key: "data." + escapeKey(k), Value: v})
+	update = append(update, bson.E{Key: "$set", Value: set})
+	return s.updateOne(ctx, "update", liveAt(key, rec.Version, now), update, store.ErrConflict)
+}
+
+// Touch moves the expiry and updated time of the live session under key
+// forward ($max: never backwards), with one update command.
+func (s *Store) Touch(ctx context.Context, key string, expires, now time.Time) error {
+	if err := s.writeConcernProblem(); err != nil {
+		return fmt.Errorf("mongostore: touch: %w", err)
+	}
+	update := bson.D{{Key: "$max", Value: bson.D{
+		{Key: fieldExpires, Value: expires},
+		{Key: fieldUpdated, Value: now},
+	}}}
+	return s.updateOne(ctx, "touch", liveAt(key, 0, now), update, store.ErrNotFound)
+}
+
+// Rotate turns the live session under key at version into a tombstone
+// naming successor until until, with one update command: the data and
+// subject are removed, the marker set, and the document expires at until.
+func (s *Store) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
+	if err := s.writeConcernProblem(); err != nil {
+		return fmt.Errorf("mongostore: rotate: %w", err)
+	}
+	if successor == "" {
+		return errors.New("mongostore: rotate: empty successor handle")
 	}
 	update := bson.D{
-		{Key: "$set", Value: set},
-		{Key: "$inc", Value: bson.D{{Key: "v", Value: int64(1)}}},
+		{Key: "$set", Value: bson.D{
+			{Key: fieldFormat, Value: formatVersion},
+			{Key: fieldRotated, Value: successor},
+			{Key: fieldUpdated, Value: now},
+			{Key: fieldExpires, Value: until},
+			{Key: fieldVersion, Value: version + 1},
+		}},
+		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}}},
 	}
-	if len(ch.Unset) > 0 {
-		unset := make(bson.D, 0, len(ch.Unset))
-		for _, k := range ch.Unset {
-			if _, both := ch.Set[k]; both {
-				// The server would refuse the update as a path
-				// conflict; say what is wrong instead.
-				return fmt.Errorf("mongostore: apply: data key %q is both set and unset", k)
-			}
-			unset = append(unset, bson.E{Key: "data." + escapeKey(k), Value: ""})
-		}
-		update = append(update, bson.E{Key: "$unset", Value: unset})
-	}
+	return s.updateOne(ctx, "rotate", liveAt(key, version, now), update, store.ErrConflict)
+}
 
+// updateOne runs one update and returns notMatched when no document
+// matched the filter.
+func (s *Store) updateOne(ctx context.Context, op string, filter, update bson.D, notMatched error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	res, err := s.coll.UpdateOne(ctx, live(key, now), update)
+	res, err := s.coll.UpdateOne(ctx, filter, update)
 	if err != nil {
-		return s.opError("apply", err)
+		return s.opError(op, err)
 	}
 	if res.MatchedCount == 0 {
-		return store.ErrNotFound
+		return notMatched
 	}
 	return nil
 }
 
-// Touch moves the expiry of the live session under key and sets its
-// updated time, with one update command.
-func (s *Store) Touch(ctx context.Context, key string, expires, now time.Time) error {
-	update := bson.D{{Key: "$set", Value: bson.D{
-		{Key: "expires", Value: expires},
-		{Key: "updated", Value: now},
-	}}}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	res, err := s.coll.UpdateOne(ctx, live(key, now), update)
-	if err != nil {
-		return s.opError("touch", err)
-	}
-	if res.MatchedCount == 0 {
-		return store.ErrNotFound
-	}
-	return nil
-}
-
-// Delete removes the session under key, live or not, with one delete
-// command. A missing key is not an error.
+// Delete removes the session or tombstone under key, live or not, with
+// one delete command. A missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.writeConcernProblem(); err != nil {
+		return fmt.Errorf("mongostore: delete: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	if _, err := s.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}}); err != nil {
@@ -443,14 +517,15 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Sweep deletes every session expired at now and returns how many it
-// deleted. The background sweeper calls it when there is no TTL index;
-// it is exported for callers that want to sweep on their own schedule.
+// Sweep deletes every session and tombstone expired at now and returns
+// how many it deleted. The background sweeper calls it while there is no
+// TTL index; it is exported for callers that want to sweep on their own
+// schedule.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int64, error) {
 	// A sweep may delete many documents: allow it more than one request.
 	ctx, cancel := context.WithTimeout(ctx, 10*s.opTimeout)
 	defer cancel()
-	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: "expires", Value: bson.D{{Key: "$lte", Value: now}}}})
+	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: fieldExpires, Value: bson.D{{Key: "$lte", Value: now}}}})
 	if err != nil {
 		return 0, s.opError("sweep", err)
 	}

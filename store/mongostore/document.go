@@ -1,0 +1,133 @@
+package mongostore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+
+	"github.com/sessiongate/caddy-session/store"
+)
+
+// The stored document (docs/storage.md is the reference).
+const (
+	fieldID      = "_id"     // string: the store key
+	fieldFormat  = "f"       // int32: formatVersion; absent in format 1
+	fieldData    = "data"    // document: the session data; absent in a tombstone
+	fieldSubject = "sub"     // string: the subject; absent when none
+	fieldCreated = "created" // date
+	fieldUpdated = "updated" // date
+	fieldExpires = "expires" // date
+	fieldMaxAge  = "maxAge"  // int64: milliseconds, 0 = the configured default
+	fieldVersion = "v"       // int64: 1 on create, +1 per write
+	fieldRotated = "rot"     // string: the successor's handle; only in a tombstone
+)
+
+// formatVersion is the document format this store writes. Format 1 (no f
+// field) was written before tombstones, subjects and canonical numbers; it
+// is read as it is and rewritten in format 2 by its next Update.
+const formatVersion int32 = 2
+
+// encodeData converts the session data to the BSON document kept in data.
+func (s *Store) encodeData(data json.RawMessage) (bson.Raw, error) {
+	doc, err := toBSONWith(nil, data, s.noDecimal.Load())
+	if err != nil {
+		return nil, err
+	}
+	return bson.Raw(doc), nil
+}
+
+// encodeDocument builds the whole format-2 document Create inserts.
+func (s *Store) encodeDocument(key string, rec *store.Record) (bson.Raw, error) {
+	idx, b := bsoncore.AppendDocumentStart(make([]byte, 0, 160+len(rec.Data)))
+	b = bsoncore.AppendStringElement(b, fieldID, key)
+	b = bsoncore.AppendInt32Element(b, fieldFormat, formatVersion)
+	b = bsoncore.AppendHeader(b, bsoncore.TypeEmbeddedDocument, fieldData)
+	b, err := toBSONWith(b, rec.Data, s.noDecimal.Load())
+	if err != nil {
+		return nil, err
+	}
+	if rec.Subject != "" {
+		b = bsoncore.AppendStringElement(b, fieldSubject, rec.Subject)
+	}
+	b = bsoncore.AppendDateTimeElement(b, fieldCreated, rec.Created.UnixMilli())
+	b = bsoncore.AppendDateTimeElement(b, fieldUpdated, rec.Updated.UnixMilli())
+	b = bsoncore.AppendDateTimeElement(b, fieldExpires, rec.Expires.UnixMilli())
+	b = bsoncore.AppendInt64Element(b, fieldMaxAge, rec.MaxAge.Milliseconds())
+	b = bsoncore.AppendInt64Element(b, fieldVersion, 1)
+	b, err = bsoncore.AppendDocumentEnd(b, idx)
+	return bson.Raw(b), err
+}
+
+// errBadDocument is wrapped by errors about a stored document this store
+// cannot read (a field of the wrong type).
+var errBadDocument = errors.New("unreadable session document")
+
+// decodeDocument reads a stored document, of either format, in one pass
+// over its fields. For a tombstone it returns the successor's handle and
+// no record. Fields it does not know are ignored.
+func decodeDocument(raw bson.Raw) (rec *store.Record, successor string, err error) {
+	rec = &store.Record{}
+	var data []byte
+	elems := []byte(raw)
+	if len(elems) < 5 {
+		return nil, "", fmt.Errorf("%w: %d bytes", errBadDocument, len(elems))
+	}
+	elems = elems[4 : len(elems)-1]
+	for len(elems) > 0 {
+		el, rest, ok := bsoncore.ReadElement(elems)
+		if !ok {
+			return nil, "", fmt.Errorf("%w: bad element at byte %d", errBadDocument, len(raw)-len(elems))
+		}
+		elems = rest
+		v := el.Value()
+		key := el.KeyBytes()
+		switch string(key) {
+		case fieldData:
+			if v.Type != bsoncore.TypeEmbeddedDocument {
+				return nil, "", fmt.Errorf("%w: field %s has BSON type %v", errBadDocument, fieldData, v.Type)
+			}
+			data = v.Data
+		case fieldSubject:
+			rec.Subject, ok = v.StringValueOK()
+		case fieldRotated:
+			successor, ok = v.StringValueOK()
+		case fieldCreated:
+			rec.Created, ok = dateValue(v)
+		case fieldUpdated:
+			rec.Updated, ok = dateValue(v)
+		case fieldExpires:
+			rec.Expires, ok = dateValue(v)
+		case fieldMaxAge:
+			var ms int64
+			ms, ok = v.AsInt64OK()
+			rec.MaxAge = time.Duration(ms) * time.Millisecond
+		case fieldVersion:
+			rec.Version, ok = v.AsInt64OK()
+		}
+		if !ok {
+			return nil, "", fmt.Errorf("%w: field %s has BSON type %v", errBadDocument, key, v.Type)
+		}
+	}
+	if successor != "" {
+		return nil, successor, nil
+	}
+	// The JSON is rarely longer than the BSON it comes from.
+	rec.Data, err = appendJSON(make([]byte, 0, len(data)+len(data)/8+2), data)
+	if err != nil {
+		return nil, "", err
+	}
+	return rec, "", nil
+}
+
+// dateValue reads a BSON date as a UTC time.Time.
+func dateValue(v bsoncore.Value) (time.Time, bool) {
+	ms, ok := v.DateTimeOK()
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms).UTC(), true
+}

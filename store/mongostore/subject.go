@@ -1,0 +1,113 @@
+package mongostore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/store"
+)
+
+// handleLen is the length of a cookie.Handle: 12 lower-case hex digits.
+const handleLen = 12
+
+// FindBySubject lists the live sessions whose subject is subject, with
+// one find command on the sub index. Tombstones have no subject and never
+// show.
+func (s *Store) FindBySubject(ctx context.Context, subject string, now time.Time) ([]store.Summary, error) {
+	if subject == "" {
+		return nil, errors.New("mongostore: find by subject: empty subject")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	filter := bson.D{
+		{Key: fieldSubject, Value: subject},
+		{Key: fieldExpires, Value: bson.D{{Key: "$gt", Value: now}}},
+	}
+	proj := bson.D{{Key: fieldCreated, Value: 1}, {Key: fieldUpdated, Value: 1}, {Key: fieldExpires, Value: 1}}
+	cur, err := s.coll.Find(ctx, filter, options.Find().SetProjection(proj).SetSort(bson.D{{Key: fieldCreated, Value: 1}}))
+	if err != nil {
+		return nil, s.opError("find by subject", err)
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	var out []store.Summary
+	for cur.Next(ctx) {
+		var d struct {
+			ID      string    `bson:"_id"`
+			Created time.Time `bson:"created"`
+			Updated time.Time `bson:"updated"`
+			Expires time.Time `bson:"expires"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return nil, fmt.Errorf("mongostore: find by subject: %w: %w", errBadDocument, err)
+		}
+		out = append(out, store.Summary{Handle: cookie.Handle(d.ID), Created: d.Created, Updated: d.Updated, Expires: d.Expires})
+	}
+	if err := cur.Err(); err != nil {
+		return nil, s.opError("find by subject", err)
+	}
+	return out, nil
+}
+
+// DeleteBySubject deletes every session whose subject is subject, except
+// the one under exceptKey if it is not empty, with one delete command on
+// the sub index.
+func (s *Store) DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error) {
+	if subject == "" {
+		return 0, errors.New("mongostore: delete by subject: empty subject")
+	}
+	if err := s.writeConcernProblem(); err != nil {
+		return 0, fmt.Errorf("mongostore: delete by subject: %w", err)
+	}
+	filter := bson.D{{Key: fieldSubject, Value: subject}}
+	if exceptKey != "" {
+		filter = append(filter, bson.E{Key: fieldID, Value: bson.D{{Key: "$ne", Value: exceptKey}}})
+	}
+	return s.deleteMany(ctx, "delete by subject", filter)
+}
+
+// DeleteByHandle deletes the session whose key starts with handle, with
+// one delete command on the _id index: keys are lower-case hex, so every
+// key with the prefix lies in [handle, handle+"g"). Tombstones are left
+// to expire: they hold no session.
+func (s *Store) DeleteByHandle(ctx context.Context, handle string) (int, error) {
+	if !isHandle(handle) {
+		return 0, fmt.Errorf("mongostore: delete by handle: a handle is %d lower-case hex digits", handleLen)
+	}
+	if err := s.writeConcernProblem(); err != nil {
+		return 0, fmt.Errorf("mongostore: delete by handle: %w", err)
+	}
+	filter := bson.D{
+		{Key: fieldID, Value: bson.D{{Key: "$gte", Value: handle}, {Key: "$lt", Value: handle + "g"}}},
+		{Key: fieldRotated, Value: bson.D{{Key: "$exists", Value: false}}},
+	}
+	return s.deleteMany(ctx, "delete by handle", filter)
+}
+
+func (s *Store) deleteMany(ctx context.Context, op string, filter bson.D) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	res, err := s.coll.DeleteMany(ctx, filter)
+	if err != nil {
+		return 0, s.opError(op, err)
+	}
+	return int(res.DeletedCount), nil
+}
+
+// isHandle reports whether h is 12 lower-case hex digits.
+func isHandle(h string) bool {
+	if len(h) != handleLen {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
