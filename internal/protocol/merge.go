@@ -6,29 +6,37 @@ import (
 )
 
 // patch is a change to a JSON object, in the spirit of an RFC 7396 merge
-// patch, with "remove" and "set to null" kept apart. Each member is one of:
-//   - remove{}: delete the key;
-//   - a patch: merge into the object under the key (an object made from {}
-//     when the key holds something else or nothing);
-//   - any other decoded value, null and objects included: set the key to
-//     it, as it is.
-type patch map[string]any
+// patch, with "remove" and "set to null" kept apart.
+type patch struct {
+	// members maps each key the change touches to one of:
+	//   - remove{}: delete the key;
+	//   - a *patch: merge into the object under the key;
+	//   - any other decoded value, null and objects included: set the key
+	//     to it, as it is.
+	members map[string]any
+	// whole, for an update's diff, is the object the update wrote where
+	// this patch applies: it is set as it is when the target is not an
+	// object (a concurrent request replaced or removed it), so the update
+	// still leaves its own object there. Without it (a patch header), the
+	// members are merged into {} as RFC 7396 says.
+	whole map[string]any
+}
 
 // remove marks a key to delete.
 type remove struct{}
 
 // fromMergePatch turns a decoded RFC 7396 merge patch into a patch: null
 // members remove, object members merge.
-func fromMergePatch(m map[string]any) patch {
-	p := make(patch, len(m))
+func fromMergePatch(m map[string]any) *patch {
+	p := &patch{members: make(map[string]any, len(m))}
 	for k, v := range m {
 		switch v := v.(type) {
 		case nil:
-			p[k] = remove{}
+			p.members[k] = remove{}
 		case map[string]any:
-			p[k] = fromMergePatch(v)
+			p.members[k] = fromMergePatch(v)
 		default:
-			p[k] = v
+			p.members[k] = v
 		}
 	}
 	return p
@@ -37,11 +45,11 @@ func fromMergePatch(m map[string]any) patch {
 // diff returns the patch that turns old into new, at every depth: keys
 // gone from new are removed, objects in both are diffed, other values that
 // differ are set. Values equal in both are left out.
-func diff(old, new map[string]any) patch {
-	p := patch{}
+func diff(old, new map[string]any) *patch {
+	p := &patch{members: map[string]any{}, whole: new}
 	for k := range old {
 		if _, ok := new[k]; !ok {
-			p[k] = remove{}
+			p.members[k] = remove{}
 		}
 	}
 	for k, nv := range new {
@@ -50,58 +58,89 @@ func diff(old, new map[string]any) patch {
 		nm, nIsObj := nv.(map[string]any)
 		switch {
 		case had && oIsObj && nIsObj:
-			if d := diff(om, nm); len(d) > 0 {
-				p[k] = d
+			if d := diff(om, nm); len(d.members) > 0 {
+				p.members[k] = d
 			}
 		case !had || !equal(ov, nv):
-			p[k] = nv
+			p.members[k] = nv
 		}
 	}
 	return p
 }
 
-// compose returns the patch that applies a and then b. It may reuse a and b.
-func compose(a, b patch) patch {
+// compose returns the patch that applies a and then b, where b came from
+// a merge patch. It may reuse a and b but never modifies their values.
+func compose(a, b *patch) *patch {
 	if a == nil {
 		return b
 	}
-	for k, bv := range b {
-		bp, isPatch := bv.(patch)
-		av, had := a[k]
+	for k, bv := range b.members {
+		bp, isPatch := bv.(*patch)
+		av, had := a.members[k]
 		if !isPatch || !had {
-			a[k] = bv
+			a.members[k] = bv
 			continue
 		}
 		switch av := av.(type) {
-		case patch:
-			a[k] = compose(av, bp)
+		case *patch:
+			a.members[k] = compose(av, bp)
 		case map[string]any:
-			a[k] = bp.applyTo(av)
+			a.members[k] = bp.applyTo(deepCopy(av).(map[string]any))
 		default: // remove{} or a value that is not an object
-			a[k] = bp.applyTo(map[string]any{})
+			a.members[k] = bp.applyTo(map[string]any{})
 		}
+	}
+	if a.whole != nil {
+		a.whole = b.applyTo(deepCopy(a.whole).(map[string]any))
 	}
 	return a
 }
 
 // applyTo applies p to target in place and returns target. Values of p
-// are put in target as they are, not copied.
-func (p patch) applyTo(target map[string]any) map[string]any {
-	for k, v := range p {
+// are put in target as they are, not copied, and never modified.
+func (p *patch) applyTo(target map[string]any) map[string]any {
+	for k, v := range p.members {
 		switch v := v.(type) {
 		case remove:
 			delete(target, k)
-		case patch:
-			obj, ok := target[k].(map[string]any)
-			if !ok {
-				obj = map[string]any{}
-			}
-			target[k] = v.applyTo(obj)
+		case *patch:
+			target[k] = v.applyToValue(target[k])
 		default:
 			target[k] = v
 		}
 	}
 	return target
+}
+
+// applyToValue applies p to the value under a key: merged into it when
+// it is an object, else p's whole object, else merged into {}.
+func (p *patch) applyToValue(v any) any {
+	if obj, ok := v.(map[string]any); ok {
+		return p.applyTo(obj)
+	}
+	if p.whole != nil {
+		return p.whole
+	}
+	return p.applyTo(map[string]any{})
+}
+
+// deepCopy copies the maps and slices of a decoded value.
+func deepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		c := make(map[string]any, len(v))
+		for k, e := range v {
+			c[k] = deepCopy(e)
+		}
+		return c
+	case []any:
+		c := make([]any, len(v))
+		for i, e := range v {
+			c[i] = deepCopy(e)
+		}
+		return c
+	}
+	return v
 }
 
 // equal reports whether two decoded values with canonical numbers are the

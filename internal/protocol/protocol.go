@@ -110,7 +110,7 @@ type Outcome struct {
 	MaxAge *time.Duration
 
 	sent     bool  // an update or patch was sent (and Destroy is false)
-	change   patch // the change relative to the snapshot; empty when none
+	change   *patch // the change relative to the snapshot; nil when none
 	maxValue int   // cap on the encoded result
 }
 
@@ -128,7 +128,7 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 	if len(base) == 0 {
 		base = json.RawMessage("{}")
 	}
-	if len(o.change) == 0 {
+	if o.change == nil || len(o.change.members) == 0 {
 		return base, false, nil
 	}
 	target, err := decodeObject(base)
@@ -136,8 +136,8 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 		return nil, false, fmt.Errorf("session data: %w", err)
 	}
 	enc, err := Encode(o.change.applyTo(target))
-	if err != nil {
-		return nil, false, fmt.Errorf("session data: %w", err)
+	if err != nil { // the change is valid, so base is at fault: not the upstream's error
+		return nil, false, fmt.Errorf("session data: %v", err)
 	}
 	if len(enc) > o.maxValue {
 		return nil, false, badf("session would be %d bytes encoded, over the %d byte limit", len(enc), o.maxValue)
@@ -188,6 +188,7 @@ func Evaluate(snapshot json.RawMessage, in Input, maxValue int) (Outcome, error)
 			return Outcome{}, fmt.Errorf("snapshot: %w", err)
 		}
 		out.change = diff(snap, update)
+		out.change.whole = nil // the data is always an object: never needed at the top
 	}
 	if merge != nil {
 		out.change = compose(out.change, merge)
@@ -222,7 +223,7 @@ func parseUpdate(lines []string, maxValue int) (map[string]any, error) {
 }
 
 // parsePatch returns the patch header as a change, or nil for none.
-func parsePatch(lines []string, maxValue int) (patch, error) {
+func parsePatch(lines []string, maxValue int) (*patch, error) {
 	if len(lines) == 0 {
 		return nil, nil
 	}
