@@ -109,9 +109,9 @@ type Outcome struct {
 	// MaxAge is the new idle timeout the upstream asked for, or nil.
 	MaxAge *time.Duration
 
-	sent     bool  // an update or patch was sent (and Destroy is false)
+	sent     bool   // an update or patch was sent (and Destroy is false)
 	change   *patch // the change relative to the snapshot; nil when none
-	maxValue int   // cap on the encoded result
+	maxValue int    // cap on the encoded result
 }
 
 // HasChanges reports whether the upstream sent an update or patch (it may
