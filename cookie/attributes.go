@@ -25,12 +25,39 @@ const (
 
 // Attributes are the attributes a session cookie is sent with. HttpOnly is
 // always set: no script ever needs the session token.
+//
+// # Cookie name prefixes
+//
+// On HTTPS the recommended name is "__Host-session" (any name after the
+// prefix works). Browsers accept a cookie whose name starts with __Host-
+// only if it is set with Secure, with Path=/ and without Domain, and they
+// never let another host or a plain-HTTP page set or overwrite such a
+// cookie. That closes cookie tossing (a sibling subdomain or a network
+// attacker planting a cookie of our name) at the browser, where
+// TakeVerified can only ignore the planted cookies it can tell apart.
+// The settings it needs: Secure SecureAlways, Path "" or "/", Domain "".
+//
+// A name starting with __Secure- needs Secure SecureAlways only; it keeps
+// plain-HTTP pages from setting the cookie but allows Domain, so it does
+// not stop tossing from sibling subdomains.
+//
+// Validate refuses prefixed names without these settings (browsers would
+// silently drop the cookie otherwise). Browsers match the prefixes without
+// regard to case, and so does Validate.
 type Attributes struct {
-	Name     string
-	Domain   string
-	Path     string
+	// Name is the cookie name. See "Cookie name prefixes" above.
+	Name string
+	// Domain is the Domain attribute; empty sends none, so the cookie is
+	// host-only. A __Host- cookie needs it empty.
+	Domain string
+	// Path is the Path attribute; empty means "/". A __Host- cookie needs
+	// "/".
+	Path string
+	// SameSite is the SameSite attribute.
 	SameSite http.SameSite
-	Secure   SecureMode
+	// Secure says when the Secure attribute is set. Prefixed names and
+	// SameSite None need SecureAlways.
+	Secure SecureMode
 	// MaxAge caps how long the browser keeps the cookie. Zero keeps it
 	// until the session's absolute lifetime ends; a negative value makes
 	// it a browser-session cookie (no Max-Age) unless the upstream asks
@@ -68,18 +95,24 @@ func (a *Attributes) Validate() error {
 	if a.Path != "" && !strings.HasPrefix(a.Path, "/") {
 		return fmt.Errorf("cookie path %q must start with /", a.Path)
 	}
-	if strings.HasPrefix(a.Name, "__Host-") {
+	if hasPrefixFold(a.Name, "__Host-") {
 		if a.Secure != SecureAlways || a.Domain != "" || (a.Path != "" && a.Path != "/") {
 			return errors.New("a __Host- cookie needs secure always, no domain and path /")
 		}
 	}
-	if strings.HasPrefix(a.Name, "__Secure-") && a.Secure != SecureAlways {
+	if hasPrefixFold(a.Name, "__Secure-") && a.Secure != SecureAlways {
 		return errors.New("a __Secure- cookie needs secure always")
 	}
 	if a.SameSite == http.SameSiteNoneMode && a.Secure != SecureAlways {
 		return errors.New("same_site none needs secure always: browsers drop such cookies otherwise")
 	}
 	return nil
+}
+
+// hasPrefixFold is strings.HasPrefix without regard to ASCII case, as
+// browsers match cookie name prefixes.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 func validName(s string) bool {
@@ -125,49 +158,4 @@ func (a *Attributes) base(tls bool) *http.Cookie {
 		SameSite: a.SameSite,
 		Secure:   a.Secure == SecureAlways || (a.Secure == SecureAuto && tls),
 	}
-}
-
-// Take removes every cookie called name from the Cookie headers of h and
-// returns how many there were and the value of the last one. The rest of
-// the Cookie header is left as the client sent it. Removing the cookie
-// keeps the session token away from the upstream application.
-func Take(h http.Header, name string) (count int, value string) {
-	lines := h["Cookie"]
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		if !strings.Contains(line, name) {
-			continue // fast path: no copy of the header unless needed
-		}
-		kept := make([]string, 0, 4)
-		found := false
-		for part := range strings.SplitSeq(line, ";") {
-			p := strings.TrimSpace(part)
-			if p == "" {
-				continue
-			}
-			k, v, _ := strings.Cut(p, "=")
-			if strings.TrimSpace(k) == name {
-				count++
-				value = strings.TrimSpace(v)
-				found = true
-				continue
-			}
-			kept = append(kept, p)
-		}
-		if !found {
-			continue
-		}
-		if len(kept) == 0 {
-			lines = append(lines[:i], lines[i+1:]...)
-			i--
-			continue
-		}
-		lines[i] = strings.Join(kept, "; ")
-	}
-	if len(lines) == 0 {
-		h.Del("Cookie")
-	} else {
-		h["Cookie"] = lines
-	}
-	return count, value
 }

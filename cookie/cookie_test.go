@@ -133,6 +133,10 @@ func TestAttributes(t *testing.T) {
 		{Name: "a b", Secure: SecureAuto},
 		{Name: "__Host-s", Secure: SecureAuto},
 		{Name: "__Host-s", Secure: SecureAlways, Domain: "example.com"},
+		{Name: "__Host-s", Secure: SecureAlways, Path: "/app"},
+		{Name: "__host-s", Secure: SecureAuto},
+		{Name: "__Secure-s", Secure: SecureAuto},
+		{Name: "__SECURE-s", Secure: SecureNever},
 		{Name: "s", Secure: "sometimes"},
 		{Name: "s", Secure: SecureAuto, SameSite: http.SameSiteNoneMode},
 		{Name: "s", Secure: SecureAuto, Path: "x"},
@@ -143,28 +147,9 @@ func TestAttributes(t *testing.T) {
 	}
 }
 
-func TestTake(t *testing.T) {
-	h := http.Header{"Cookie": {"a=1; session=xyz; b=2", "session=second", "c=3"}}
-	n, v := Take(h, "session")
-	if n != 2 || v != "second" {
-		t.Fatalf("count %d value %q", n, v)
-	}
-	if got := strings.Join(h["Cookie"], " | "); got != "a=1; b=2 | c=3" {
-		t.Fatalf("left %q", got)
-	}
-	h = http.Header{"Cookie": {"session=only"}}
-	if n, _ := Take(h, "session"); n != 1 || h.Get("Cookie") != "" || len(h["Cookie"]) != 0 {
-		t.Fatalf("cookie header left: %q", h["Cookie"])
-	}
-	h = http.Header{"Cookie": {"sessionx=1; xsession=2"}}
-	if n, _ := Take(h, "session"); n != 0 || h.Get("Cookie") != "sessionx=1; xsession=2" {
-		t.Fatal("similar names must be left alone")
-	}
-}
-
 func FuzzVerify(f *testing.F) {
 	s, _ := NewSigner(key1, key2)
-	f.Add(s.Sign("session", NewToken()))
+	f.Add(s.Sign("session", strings.Repeat("T", tokenLen-1)+"Q")) // fixed: workers rebuild the set-up
 	f.Add("")
 	f.Add(strings.Repeat("A", ValueLen))
 	f.Fuzz(func(t *testing.T, v string) {
@@ -177,23 +162,6 @@ func FuzzVerify(f *testing.F) {
 		k2, _ := NewSigner(key2)
 		if s.Sign("session", tok) != v && k2.Sign("session", tok) != v {
 			t.Fatalf("accepted a value not signed by any key: %q", v)
-		}
-	})
-}
-
-func FuzzTake(f *testing.F) {
-	f.Add("a=1; session=x; b=2")
-	f.Add("session=;;;session")
-	f.Fuzz(func(t *testing.T, line string) {
-		h := http.Header{"Cookie": {line}}
-		Take(h, "session")
-		for _, l := range h["Cookie"] {
-			for part := range strings.SplitSeq(l, ";") {
-				k, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-				if strings.TrimSpace(k) == "session" {
-					t.Fatalf("session cookie left in %q", l)
-				}
-			}
 		}
 	})
 }

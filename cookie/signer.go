@@ -17,6 +17,13 @@ const MinSecretLen = 32
 
 var sigLen = base64.RawURLEncoding.EncodedLen(sha256.Size)
 
+// b64 decodes tokens and signatures strictly: the unused low bits of the
+// last character must be zero, so exactly one string spells each byte
+// sequence. Lenient decoding would let four cookie values verify for one
+// token (a 43-character encoding of 32 bytes has two spare bits), which
+// breaks "one token, one cookie value" for anyone comparing values.
+var b64 = base64.RawURLEncoding.Strict()
+
 // ValueLen is the exact length of a well-formed cookie value. Anything
 // else is rejected before any hashing.
 var ValueLen = tokenLen + 1 + sigLen
@@ -98,18 +105,20 @@ func (s *Signer) Sign(name, token string) string {
 
 // Verify checks a cookie value from the cookie called name and returns
 // its token. It returns false for any value that is malformed or not
-// signed by one of the secrets. Signatures are compared in constant time.
+// signed by one of the secrets. Decoding is strict (see b64), so the only
+// value that verifies for a token is the one Sign returns for it under one
+// of the secrets. Signatures are compared in constant time.
 func (s *Signer) Verify(name, value string) (token string, ok bool) {
 	if len(value) != ValueLen || value[tokenLen] != '.' {
 		return "", false
 	}
 	token = value[:tokenLen]
 	var raw [TokenBytes]byte
-	if n, err := base64.RawURLEncoding.Decode(raw[:], []byte(token)); err != nil || n != TokenBytes {
+	if n, err := b64.Decode(raw[:], []byte(token)); err != nil || n != TokenBytes {
 		return "", false
 	}
 	var got [sha256.Size + 2]byte // decoder scratch needs a little slack
-	n, err := base64.RawURLEncoding.Decode(got[:], []byte(value[tokenLen+1:]))
+	n, err := b64.Decode(got[:], []byte(value[tokenLen+1:]))
 	if err != nil || n != sha256.Size {
 		return "", false
 	}
