@@ -113,11 +113,12 @@ func checkKey(k string, depth int) error {
 // Encode writes v (a value decoded by this package: nil, bool, string,
 // json.Number, []any, map[string]any) as canonical ASCII JSON:
 // encoding/json without HTML escaping (object keys sorted at every depth),
-// numbers canonical (see CanonicalNumber), then one pass that turns every
-// byte outside printable ASCII into \uXXXX (surrogate pairs above U+FFFF,
-// and DEL as \u007f). Such bytes only occur inside strings, so the result
-// is the same JSON, safe in an HTTP header for any backend, and equal
-// values encode to equal bytes.
+// numbers canonical (see CanonicalNumber), then one pass that turns DEL and
+// every non-ASCII rune into \uXXXX (surrogate pairs above U+FFFF);
+// encoding/json has already escaped the other control bytes. Such bytes
+// only occur inside strings, so the result is the same JSON, printable
+// ASCII only (safe in an HTTP header for any backend), and equal values
+// encode to equal bytes. Output that is already plain ASCII is not copied.
 func Encode(v any) ([]byte, error) {
 	v, _, err := canonical(v, 0)
 	if err != nil {
@@ -198,8 +199,9 @@ func canonicalSlice(s []any, depth int) (any, bool, error) {
 
 const hexDigits = "0123456789abcdef"
 
-// toASCII rewrites JSON text so that every byte outside printable ASCII,
-// which valid JSON only has inside strings, becomes a \uXXXX escape.
+// toASCII rewrites JSON text from encoding/json so that DEL and every
+// non-ASCII rune, which valid JSON only has inside strings, become \uXXXX
+// escapes.
 // Already plain text is returned as it is, without a copy.
 func toASCII(b []byte) []byte {
 	i := 0
