@@ -94,6 +94,20 @@ func Take(h http.Header, name string) (count int, value string) {
 	return count, value
 }
 
+// TakeAll removes every cookie called name from the Cookie headers of h,
+// as Take does, and returns the values of the well-formed ones in the
+// order the client sent them. It serves cookies that are not ours to
+// verify, such as a legacy session cookie being adopted.
+func TakeAll(h http.Header, name string) []string {
+	var values []string
+	scan(h, name, func(v string, usable bool) {
+		if usable {
+			values = append(values, v)
+		}
+	})
+	return values
+}
+
 // scan removes every cookie called name from the Cookie headers of h and
 // calls found for each, in order: with its value and usable true for a
 // plain "name=value" pair, with usable false for a pair that smuggles the

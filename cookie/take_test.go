@@ -222,3 +222,18 @@ func BenchmarkTakeVerified(b *testing.B) {
 		}
 	}
 }
+
+func TestTakeAll(t *testing.T) {
+	t.Parallel()
+	h := http.Header{"Cookie": {"koa.sess=a; x=1, koa.sess=smuggled; koa.sess.sig=s", "koa.sess=b"}}
+	got := TakeAll(h, "koa.sess")
+	if strings.Join(got, ",") != "a,b" {
+		t.Fatalf("values %q", got)
+	}
+	if l := strings.Join(h["Cookie"], " | "); l != "koa.sess.sig=s" {
+		t.Fatalf("left %q", l)
+	}
+	if TakeAll(http.Header{}, "koa.sess") != nil {
+		t.Fatal("values from no header")
+	}
+}
