@@ -68,8 +68,9 @@ var errBadDocument = errors.New("unreadable session document")
 
 // decodeDocument reads a stored document, of either format, in one pass
 // over its fields. For a tombstone it returns the successor's handle and
-// no record. Fields it does not know are ignored.
-func decodeDocument(raw bson.Raw) (rec *store.Record, successor string, err error) {
+// no record; for a document expired at now, neither (the data is not
+// converted). Fields it does not know are ignored.
+func decodeDocument(raw bson.Raw, now time.Time) (rec *store.Record, successor string, err error) {
 	rec = &store.Record{}
 	var data []byte
 	elems := []byte(raw)
@@ -111,6 +112,9 @@ func decodeDocument(raw bson.Raw) (rec *store.Record, successor string, err erro
 		if !ok {
 			return nil, "", fmt.Errorf("%w: field %s has BSON type %v", errBadDocument, key, v.Type)
 		}
+	}
+	if !rec.Expires.After(now) {
+		return nil, "", nil
 	}
 	if successor != "" {
 		return nil, successor, nil

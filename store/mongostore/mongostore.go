@@ -362,22 +362,27 @@ func (s *Store) Ready() <-chan struct{} { return s.ready }
 
 // Find returns the session under key if it is live at now, with one find
 // command. A tombstone (see Rotate) gives a *store.RotatedError.
+//
+// The filter is the key alone and expiry is checked here: the answer is
+// the same, and a server that can only use an index for a filter on _id
+// alone (FerretDB 1.x) does not scan the collection.
 func (s *Store) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	filter := bson.D{{Key: "_id", Value: key}, {Key: "expires", Value: bson.D{{Key: "$gt", Value: now}}}}
-	raw, err := s.coll.FindOne(ctx, filter).Raw()
+	raw, err := s.coll.FindOne(ctx, bson.D{{Key: fieldID, Value: key}}).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, s.opError("find", err)
 	}
-	rec, successor, err := decodeDocument(raw)
-	if err != nil {
+	rec, successor, err := decodeDocument(raw, now)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("mongostore: find: %w", err)
-	}
-	if successor != "" {
+	case rec == nil && successor == "":
+		return nil, store.ErrNotFound // expired
+	case successor != "":
 		return nil, &store.RotatedError{Successor: successor}
 	}
 	return rec, nil
@@ -408,15 +413,19 @@ func (s *Store) Create(ctx context.Context, key string, rec *store.Record) error
 }
 
 // liveAt is the filter for the live session (not a tombstone) under key at
-// now, at version when version > 0.
-func liveAt(key string, version int64, now time.Time) bson.D {
-	f := bson.D{{Key: "_id", Value: key}}
-	if version > 0 {
-		f = append(f, bson.E{Key: "v", Value: version})
+// now.
+func liveAt(key string, now time.Time) bson.D {
+	return bson.D{
+		{Key: fieldID, Value: key},
+		{Key: fieldExpires, Value: bson.D{{Key: "$gt", Value: now}}},
+		{Key: fieldRotated, Value: bson.D{{Key: "$exists", Value: false}}},
 	}
-	return append(f,
-		bson.E{Key: "expires", Value: bson.D{{Key: "$gt", Value: now}}},
-		bson.E{Key: fieldRotated, Value: bson.D{{Key: "$exists", Value: false}}})
+}
+
+// liveAtVersion is liveAt for the session at version only: the
+// compare-and-set of Update and Rotate.
+func liveAtVersion(key string, version int64, now time.Time) bson.D {
+	return append(liveAt(key, now), bson.E{Key: fieldVersion, Value: version})
 }
 
 // Update replaces the data, subject, max-age and expiry of the live
@@ -449,7 +458,7 @@ func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now t
 		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: fieldSubject, Value: ""}}})
 	}
 	update = append(update, bson.E{Key: "$set", Value: set})
-	return s.updateOne(ctx, "update", liveAt(key, rec.Version, now), update, store.ErrConflict)
+	return s.updateOne(ctx, "update", liveAtVersion(key, rec.Version, now), update, store.ErrConflict)
 }
 
 // Touch moves the expiry and updated time of the live session under key
@@ -462,7 +471,7 @@ func (s *Store) Touch(ctx context.Context, key string, expires, now time.Time) e
 		{Key: fieldExpires, Value: expires},
 		{Key: fieldUpdated, Value: now},
 	}}}
-	return s.updateOne(ctx, "touch", liveAt(key, 0, now), update, store.ErrNotFound)
+	return s.updateOne(ctx, "touch", liveAt(key, now), update, store.ErrNotFound)
 }
 
 // Rotate turns the live session under key at version into a tombstone
@@ -485,7 +494,7 @@ func (s *Store) Rotate(ctx context.Context, key string, version int64, successor
 		}},
 		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}}},
 	}
-	return s.updateOne(ctx, "rotate", liveAt(key, version, now), update, store.ErrConflict)
+	return s.updateOne(ctx, "rotate", liveAtVersion(key, version, now), update, store.ErrConflict)
 }
 
 // updateOne runs one update and returns notMatched when no document
