@@ -1,6 +1,12 @@
 package caddymodule
 
 import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
@@ -28,11 +34,51 @@ var memoryPool = caddy.NewUsagePool()
 // calls Destruct when the last module using the store is cleaned up.
 type pooledMemstore struct {
 	*memstore.Store
+	evictions *evictionLog
 }
 
 // Destruct stops the store's sweeper; the pool drops the sessions with it.
-func (p pooledMemstore) Destruct() error {
+func (p *pooledMemstore) Destruct() error {
 	return p.Close()
+}
+
+// evictionLogInterval is the least time between two eviction log lines of
+// one store.
+const evictionLogInterval = time.Minute
+
+// evictionLog logs the evictions of one pooled store at warn level: the
+// first at once, then at most one line per evictionLogInterval carrying
+// the count since the last line (evictions after the last line are
+// counted in the next one). It never logs session data or keys.
+type evictionLog struct {
+	name   string
+	store  *memstore.Store
+	logger atomic.Pointer[zap.Logger] // the newest config's logger
+	now    func() time.Time
+
+	mu      sync.Mutex
+	last    time.Time // when the last line was written; zero before the first
+	pending int       // evictions not yet logged
+}
+
+// evicted is the store's OnEvict hook.
+func (l *evictionLog) evicted(n int) {
+	l.mu.Lock()
+	l.pending += n
+	now := l.now()
+	first := l.last.IsZero()
+	if !first && now.Sub(l.last) < evictionLogInterval {
+		l.mu.Unlock()
+		return
+	}
+	count := l.pending
+	l.pending, l.last = 0, now
+	l.mu.Unlock()
+	l.logger.Load().Warn("memory session store full: evicted least recently used sessions",
+		zap.String("store", l.name),
+		zap.Int("evicted", count),
+		zap.Bool("first", first),
+		zap.Int("max_sessions", l.store.MaxSessions()))
 }
 
 // MemoryStore keeps sessions in the memory of this Caddy process. The
@@ -42,19 +88,41 @@ func (p pooledMemstore) Destruct() error {
 // Stores with the same name share their sessions, across handlers and
 // across config reloads, for as long as at least one config uses the name.
 //
+// The store is bounded (max_sessions): when it is full, a new session
+// evicts the least recently used one, and a warning is logged (the first
+// eviction, then at most one line a minute with the count).
+//
 // Caddyfile syntax, inside a session handler block:
 //
-//	store memory [<name>]
+//	store memory [<name>] {
+//	    max_sessions <n>
+//	}
 type MemoryStore struct {
 	// Name selects the shared store; the default is "default". Give two
 	// sites different names to keep their sessions apart.
 	Name string `json:"name,omitempty"`
 
-	// Store is the pooled store; its methods are the module's store.Store
-	// methods.
-	store.Store `json:"-"`
+	// MaxSessions bounds how many sessions the store holds (live ones,
+	// expired ones not yet swept, and short-lived markers of regenerated
+	// sessions). When it is full, creating a session evicts the least
+	// recently used one. Zero or absent means 100000; it must not be
+	// negative. Each session costs about 1 KB plus its data.
+	//
+	// The bound belongs to the shared store, not to the module: stores
+	// sharing a name share one bound, and the module provisioned last
+	// sets it. A config reload therefore applies a changed max_sessions
+	// to the running store (keeping its sessions, evicting at once if it
+	// shrank); two handlers of one config that name the same store with
+	// different values end with the value of the one provisioned last.
+	// Each change is logged at warn level with both values.
+	MaxSessions int `json:"max_sessions,omitempty"`
 
-	poolKey string // set only while this module holds a pool reference
+	// Store is the pooled store; its methods (store.Store and
+	// store.SubjectIndex, Len for a gauge) are the module's methods.
+	*memstore.Store `json:"-"`
+
+	poolKey   string       // set only while this module holds a pool reference
+	evictions *evictionLog // the pooled store's eviction log
 }
 
 // CaddyModule returns the Caddy module information.
@@ -66,22 +134,55 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision takes a reference to the named store, creating it if this is
-// its first user.
+// its first user, and applies this module's bound to it.
 func (m *MemoryStore) Provision(ctx caddy.Context) error {
 	name := m.Name
 	if name == "" {
 		name = defaultMemoryStoreName
 	}
+	logger := ctx.Logger()
 	val, loaded, err := memoryPool.LoadOrNew(name, func() (caddy.Destructor, error) {
-		return pooledMemstore{memstore.New()}, nil
+		return newPooledMemstore(name, m.MaxSessions), nil
 	})
 	if err != nil {
 		return err
 	}
-	m.Store = val.(pooledMemstore).Store
+	p := val.(*pooledMemstore)
+	p.evictions.logger.Store(logger)
+	m.Store, m.evictions = p.Store, p.evictions
 	m.poolKey = name
-	ctx.Logger().Debug("memory session store ready",
-		zap.String("name", name), zap.Bool("shared", loaded))
+	if want := maxSessionsOr(m.MaxSessions); loaded && want != p.MaxSessions() {
+		logger.Warn("memory session store shared with another config: max_sessions changed",
+			zap.String("name", name), zap.Int("from", p.MaxSessions()), zap.Int("to", want))
+		p.SetMaxSessions(want)
+	}
+	logger.Debug("memory session store ready",
+		zap.String("name", name), zap.Bool("shared", loaded), zap.Int("max_sessions", p.MaxSessions()))
+	return nil
+}
+
+// newPooledMemstore builds the pooled store named name, holding at most
+// maxSessions sessions (zero: the default), that logs its evictions.
+func newPooledMemstore(name string, maxSessions int) *pooledMemstore {
+	ev := &evictionLog{name: name, now: time.Now}
+	ev.logger.Store(zap.NewNop())
+	ev.store = memstore.New(memstore.Options{MaxSessions: maxSessions, OnEvict: ev.evicted})
+	return &pooledMemstore{Store: ev.store, evictions: ev}
+}
+
+// maxSessionsOr returns n, or the default bound when n is zero.
+func maxSessionsOr(n int) int {
+	if n == 0 {
+		return memstore.DefaultMaxSessions
+	}
+	return n
+}
+
+// Validate checks the configuration.
+func (m *MemoryStore) Validate() error {
+	if m.MaxSessions < 0 {
+		return fmt.Errorf("memory store: max_sessions must be positive, got %d", m.MaxSessions)
+	}
 	return nil
 }
 
@@ -99,10 +200,12 @@ func (m *MemoryStore) Cleanup() error {
 	return err
 }
 
-// UnmarshalCaddyfile sets up the store from Caddyfile tokens. The
-// dispenser starts at the module name:
+// UnmarshalCaddyfile sets up the store from Caddyfile tokens; Validate
+// checks the values. The dispenser starts at the module name:
 //
-//	memory [<name>]
+//	memory [<name>] {
+//	    max_sessions <n>
+//	}
 func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the module name, "memory"
 	if d.NextArg() {
@@ -114,8 +217,19 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if d.NextBlock(0) {
-		return d.Errf("memory store takes no block, found '%s'", d.Val())
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "max_sessions":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if m.MaxSessions, err = strconv.Atoi(v); err != nil {
+				return d.Errf("max_sessions: %q is not a whole number", v)
+			}
+		default:
+			return d.Errf("unknown memory store option '%s'", d.Val())
+		}
 	}
 	return nil
 }
@@ -123,8 +237,10 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ caddy.Provisioner     = (*MemoryStore)(nil)
+	_ caddy.Validator       = (*MemoryStore)(nil)
 	_ caddy.CleanerUpper    = (*MemoryStore)(nil)
 	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
 	_ store.Store           = (*MemoryStore)(nil)
-	_ caddy.Destructor      = pooledMemstore{}
+	_ store.SubjectIndex    = (*MemoryStore)(nil)
+	_ caddy.Destructor      = (*pooledMemstore)(nil)
 )

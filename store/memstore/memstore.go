@@ -166,7 +166,25 @@ func (s *Store) Close() error {
 }
 
 // MaxSessions returns the bound on stored records.
-func (s *Store) MaxSessions() int { return s.max }
+func (s *Store) MaxSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.max
+}
+
+// SetMaxSessions changes the bound on stored records (zero or less means
+// DefaultMaxSessions), evicting the least recently used records at once
+// if the store holds more. OnEvict hears about those evictions too.
+func (s *Store) SetMaxSessions(n int) {
+	if n <= 0 {
+		n = DefaultMaxSessions
+	}
+	s.mu.Lock()
+	s.max = n
+	evicted := s.evict()
+	s.mu.Unlock()
+	s.evicted(evicted)
+}
 
 // Len returns the number of records held: live sessions, expired ones not
 // yet swept and tombstones. It is meant for a gauge and for tests.
@@ -216,16 +234,29 @@ func (s *Store) Create(_ context.Context, key string, rec *store.Record) error {
 	s.entries[key] = e
 	s.link(e)
 	s.index(e)
-	evicted := 0
+	evicted := s.evict()
+	s.mu.Unlock()
+	s.evicted(evicted)
+	return nil
+}
+
+// evict removes least recently used records until the store is within
+// its bound, and returns how many it removed. The caller holds s.mu.
+func (s *Store) evict() int {
+	n := 0
 	for len(s.entries) > s.max {
 		s.remove(s.uses.prev)
-		evicted++
+		n++
 	}
-	s.mu.Unlock()
-	if evicted > 0 && s.onEvict != nil {
-		s.onEvict(evicted)
+	return n
+}
+
+// evicted tells OnEvict about n evictions, if any. The caller does not
+// hold s.mu.
+func (s *Store) evicted(n int) {
+	if n > 0 && s.onEvict != nil {
+		s.onEvict(n)
 	}
-	return nil
 }
 
 // Update replaces Data, Subject, MaxAge and Expires of the live session

@@ -201,6 +201,37 @@ func TestBound(t *testing.T) {
 	}
 }
 
+// TestSetMaxSessions checks that lowering the bound evicts the least
+// recently used records at once, and raising it makes room.
+func TestSetMaxSessions(t *testing.T) {
+	t.Parallel()
+	var evicted atomic.Int64
+	s := newStore(t, memstore.Options{MaxSessions: 4, OnEvict: func(n int) { evicted.Add(int64(n)) }})
+	for _, key := range []string{"a", "b", "c", "d"} {
+		mustCreate(t, s, key, record("", base.Add(time.Hour)))
+	}
+	if _, err := s.Find(t.Context(), "a", base); err != nil {
+		t.Fatal(err)
+	}
+	s.SetMaxSessions(2)
+	if s.Len() != 2 || s.MaxSessions() != 2 || evicted.Load() != 2 {
+		t.Fatalf("after SetMaxSessions(2): Len %d, MaxSessions %d, evicted %d; want 2, 2, 2", s.Len(), s.MaxSessions(), evicted.Load())
+	}
+	for key, alive := range map[string]bool{"a": true, "b": false, "c": false, "d": true} {
+		if _, err := s.Find(t.Context(), key, base); (err == nil) != alive {
+			t.Fatalf("%s: Find error %v, want alive %v", key, err, alive)
+		}
+	}
+	s.SetMaxSessions(0)
+	if s.MaxSessions() != memstore.DefaultMaxSessions {
+		t.Fatalf("SetMaxSessions(0): MaxSessions = %d, want the default", s.MaxSessions())
+	}
+	mustCreate(t, s, "e", record("", base.Add(time.Hour)))
+	if s.Len() != 3 || evicted.Load() != 2 {
+		t.Fatalf("after raising the bound: Len %d, evicted %d; want 3, 2", s.Len(), evicted.Load())
+	}
+}
+
 // TestUseOrder checks which operations count as a use: with room for two
 // sessions, a third evicts the one not used last.
 func TestUseOrder(t *testing.T) {
