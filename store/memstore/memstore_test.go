@@ -140,6 +140,46 @@ func TestSweeperDisabled(t *testing.T) {
 	}
 }
 
+// TestSweepWhileWriting sweeps a store larger than one scan chunk while
+// another goroutine creates and deletes sessions: the sweep lets it in
+// between chunks, and still removes every dead session exactly once.
+func TestSweepWhileWriting(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, memstore.Options{SweepInterval: -1})
+	const dead = 5000
+	for i := range dead {
+		mustCreate(t, s, fmt.Sprint("dead-", i), record("", base.Add(time.Minute)))
+		mustCreate(t, s, fmt.Sprint("live-", i), record("", base.Add(time.Hour)))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mustCreate(t, s, fmt.Sprint("new-", i), record("", base.Add(time.Hour)))
+			if err := s.Delete(context.Background(), fmt.Sprint("live-", i%dead)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	n := s.Sweep(base.Add(time.Minute))
+	close(stop)
+	wg.Wait()
+	if n != dead {
+		t.Fatalf("Sweep removed %d, want %d", n, dead)
+	}
+	for i := range dead {
+		if _, err := s.Find(t.Context(), fmt.Sprint("dead-", i), base); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("dead-%d survived the sweep: %v", i, err)
+		}
+	}
+}
+
 // TestBound creates ten times the bound while a few sessions are kept in
 // use, and checks that the store never holds more than the bound, that
 // every eviction is reported, and that exactly the most recently used
@@ -361,13 +401,17 @@ func BenchmarkFind(b *testing.B) {
 func BenchmarkFindParallel(b *testing.B) {
 	s, now := benchStore(b, benchSessions)
 	ctx := context.Background()
+	keys := make([]string, benchSessions)
+	for i := range keys {
+		keys[i] = benchKey(i)
+	}
 	var next atomic.Int64
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(7919))
 		for pb.Next() {
 			i++
-			if _, err := s.Find(ctx, benchKey(i%benchSessions), now); err != nil {
+			if _, err := s.Find(ctx, keys[i%benchSessions], now); err != nil {
 				b.Fatal(err)
 			}
 		}
