@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -11,10 +10,25 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-func parseSessionCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseSessionCaddyfile keeps the directive's matcher inside the handler
+// instead of on the route, so requests it does not match are still
+// cleaned of protocol headers and the session cookie.
+func parseSessionCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
 	s := new(Handler)
-	err := s.UnmarshalCaddyfile(h.Dispenser)
-	return s, err
+	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	if matcherSet != nil {
+		s.MatcherSetsRaw = caddyhttp.RawMatcherSets{matcherSet}
+	}
+	return h.NewRoute(nil, s), nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -34,7 +48,14 @@ func parseSessionCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    header_prefix <prefix>
 //	    max_update_size <size>
 //	    subject      <key path>
+//	    cross_origin [off] {
+//	        trust  <origin>...
+//	        bypass <pattern>...
+//	        off
+//	    }
 //	}
+//
+// It only parses: Validate checks the values, for JSON configs too.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -81,55 +102,35 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cookie_path":
 			cc().Path, err = oneArg(d)
 		case "cookie_same_site":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				switch strings.ToLower(v) {
-				case "lax", "strict", "none":
-					cc().SameSite = strings.ToLower(v)
-				default:
-					return d.Errf("bad cookie_same_site %q: want lax, strict or none", v)
-				}
-			}
+			cc().SameSite, err = oneArg(d)
 		case "cookie_secure":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				switch strings.ToLower(v) {
-				case "auto", "always", "never":
-					cc().Secure = strings.ToLower(v)
-				default:
-					return d.Errf("bad cookie_secure %q: want auto, always or never", v)
-				}
-			}
+			cc().Secure, err = oneArg(d)
 		case "cookie_max_age":
 			var v string
 			if v, err = oneArg(d); err == nil {
 				if v == "session" {
 					cc().MaxAge = -1
-				} else if dur, perr := caddy.ParseDuration(v); perr == nil && dur > 0 {
+				} else if dur, perr := caddy.ParseDuration(v); perr == nil {
 					cc().MaxAge = caddy.Duration(dur)
 				} else {
-					return d.Errf("bad cookie_max_age %q: want a positive duration or 'session'", v)
+					return d.Errf("bad cookie_max_age %q: want a duration or 'session'", v)
 				}
 			}
 		case "header_prefix":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				if !validHeaderName(v) {
-					return d.Errf("bad header_prefix %q", v)
-				}
-				h.HeaderPrefix = v
-			}
+			h.HeaderPrefix, err = oneArg(d)
 		case "max_update_size":
 			var v string
 			if v, err = oneArg(d); err == nil {
 				n, perr := humanize.ParseBytes(v)
-				if perr != nil || n == 0 || n > 1<<20 {
-					return d.Errf("bad max_update_size %q: want a size such as 8KiB, at most 1MiB", v)
+				if perr != nil || n > maxHeaderLine {
+					return d.Errf("bad max_update_size %q: want a size such as 8000 or 8KiB, at most 1MiB", v)
 				}
 				h.MaxUpdateSize = int(n)
 			}
 		case "subject":
 			h.Subject, err = oneArg(d)
+		case "cross_origin":
+			h.CrossOrigin, err = parseCrossOrigin(d)
 		default:
 			return d.Errf("unknown session subdirective %q", opt)
 		}
@@ -138,6 +139,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseCrossOrigin reads a cross_origin block.
+func parseCrossOrigin(d *caddyfile.Dispenser) (*CrossOriginConfig, error) {
+	c := new(CrossOriginConfig)
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return nil, d.Errf("unknown cross_origin argument %q: want off or a block", d.Val())
+		}
+		c.Off = true
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "trust":
+			c.Trust = append(c.Trust, d.RemainingArgs()...)
+		case "bypass":
+			c.Bypass = append(c.Bypass, d.RemainingArgs()...)
+		case "off":
+			c.Off = true
+		default:
+			return nil, d.Errf("unknown cross_origin option %q", d.Val())
+		}
+	}
+	return c, nil
 }
 
 // oneArg reads exactly one argument for the subdirective just read.
@@ -165,19 +190,6 @@ func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, d.Errf("bad %s %q: want a positive duration such as 30m", opt, v)
 	}
 	return caddy.Duration(dur), nil
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 func parseRequireCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -1,13 +1,8 @@
 package caddymodule
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -25,14 +20,13 @@ import (
 
 func init() {
 	caddy.RegisterModule(Handler{})
-	httpcaddyfile.RegisterHandlerDirective("session", parseSessionCaddyfile)
+	httpcaddyfile.RegisterDirective("session", parseSessionCaddyfile)
 	// Load the session early: after rewrites and try_files (so matchers see
 	// the final path) and before authentication, request_header and the
 	// handlers that answer, so all of them can use its placeholders.
-	httpcaddyfile.RegisterDirectiveOrder("session", httpcaddyfile.Before, "basicauth")
+	httpcaddyfile.RegisterDirectiveOrder("session", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterHandlerDirective("require_session", parseRequireCaddyfile)
-	// Directly after session ("basicauth" is a deprecated alias that sits
-	// between them and is never used with it).
+	// Directly after session: both are inserted before basic_auth, in turn.
 	httpcaddyfile.RegisterDirectiveOrder("require_session", httpcaddyfile.Before, "basic_auth")
 }
 
@@ -45,6 +39,9 @@ const (
 	// storageSecretKey is where a generated signing key is kept in Caddy's
 	// storage, next to certificates, so instances sharing storage share it.
 	storageSecretKey = "caddy_session/secret"
+	// maxHeaderLine bounds max_update_size: no common server takes a
+	// longer header line.
+	maxHeaderLine = 1 << 20
 )
 
 // Handler is the session gateway. It loads the session named by the signed
@@ -53,6 +50,12 @@ const (
 //
 // The protocol is described in docs/protocol.md.
 type Handler struct {
+	// MatcherSetsRaw limits where sessions are loaded and saved. The
+	// protocol headers and the session cookie are stripped from every
+	// request the handler sees, matched or not, so the directive's matcher
+	// lives here instead of on the route.
+	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
+
 	// Store keeps sessions. Default: the in-process memory store.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.session.stores inline_key=type"`
 
@@ -70,8 +73,9 @@ type Handler struct {
 	Lifetime caddy.Duration `json:"lifetime,omitempty"`
 
 	// TouchInterval is how often, at most, a request that changes nothing
-	// writes to the store to extend the idle expiry. Default: 1m, and
-	// never more than half the idle timeout.
+	// writes to the store to extend the idle expiry. Default: 1m. It must
+	// be at most half the idle timeout, and it is capped at half of each
+	// session's own max-age.
 	TouchInterval caddy.Duration `json:"touch_interval,omitempty"`
 
 	// Cookie sets the session cookie's attributes.
@@ -80,31 +84,43 @@ type Handler struct {
 	// HeaderPrefix names the protocol headers. Default: X-Session.
 	HeaderPrefix string `json:"header_prefix,omitempty"`
 
-	// MaxUpdateSize caps, in bytes, each update or patch header from the
-	// upstream and the encoded session. Default: 8192.
+	// MaxUpdateSize caps, in bytes, every protocol header line: the name,
+	// ": " and the value, for the X-Session the upstream is given and for
+	// each update or patch it sends. Default: 8000, which fits Apache's
+	// default 8190-byte limit with margin.
 	MaxUpdateSize int `json:"max_update_size,omitempty"`
 
 	// Subject is a dotted path into the session data (e.g. "user.id")
 	// whose value becomes {http.auth.user.id}, so access logs show who
-	// made each request.
+	// made each request. Stores that index it can end every session of
+	// a subject (revoke-others, revoke-all, the admin API).
 	Subject string `json:"subject,omitempty"`
 
+	// CrossOrigin configures the protection against cross-origin
+	// requests that carry the session cookie. On by default.
+	CrossOrigin *CrossOriginConfig `json:"cross_origin,omitempty"`
+
+	matchers caddyhttp.MatcherSets
 	store    store.Store
+	index    store.SubjectIndex // nil when the store cannot find by subject
 	signer   *cookie.Signer
 	attrs    cookie.Attributes
 	hdr      headerNames
-	idle     time.Duration
-	lifetime time.Duration
-	touch    time.Duration
-	maxSize  int
+	policy   policy
+	maxLine  int
 	subject  []string
+	csrf     *http.CrossOriginProtection
 	logger   *zap.Logger
+	clock    clock
+	warned   atomic.Bool // a response trailer was dropped and logged
 }
 
 // CookieConfig holds the session cookie's attributes. HttpOnly is always
 // set.
 type CookieConfig struct {
-	// Name of the cookie. Default: session.
+	// Name of the cookie. Default: session. On HTTPS sites,
+	// "__Host-session" (with secure always, path /, no domain) makes the
+	// browser refuse the cookie from any other host.
 	Name string `json:"name,omitempty"`
 	// Domain attribute. Default: none (host-only cookie).
 	Domain string `json:"domain,omitempty"`
@@ -115,11 +131,20 @@ type CookieConfig struct {
 	// Secure: auto (default: when the request came over TLS), always or
 	// never.
 	Secure string `json:"secure,omitempty"`
-	// MaxAge caps how long browsers keep the cookie. Default: until the
-	// session's lifetime ends. Negative: a browser-session cookie, made
-	// persistent only when the upstream sends max-age.
+	// MaxAge caps how long browsers keep the cookie; the cookie is then
+	// re-sent whenever the session is written, so an active session keeps
+	// it. Default: until the session's lifetime ends. Negative: a
+	// browser-session cookie, made persistent only when the upstream
+	// sends max-age.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 }
+
+// clock reads the wall clock, moved by skew. Tests move time through a
+// real Caddy by setting skew on the provisioned handlers; it is zero in
+// production.
+type clock struct{ skew atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
 
 // headerNames are the protocol's header names for one prefix.
 type headerNames struct {
@@ -146,15 +171,45 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the handler: store, signing keys and defaults.
+// Provision works out the defaults and sets up the matchers, the store
+// and the signing keys. Checks are Validate's.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.idle = durationOr(h.IdleTimeout, DefaultIdleTimeout)
-	h.lifetime = durationOr(h.Lifetime, DefaultLifetime)
-	h.touch = durationOr(h.TouchInterval, min(DefaultTouchInterval, h.idle/2))
-	h.maxSize = h.MaxUpdateSize
-	if h.maxSize == 0 {
-		h.maxSize = protocol.DefaultMaxSize
+	h.provisionDefaults()
+	if h.MatcherSetsRaw != nil {
+		mods, err := ctx.LoadModule(h, "MatcherSetsRaw")
+		if err != nil {
+			return fmt.Errorf("loading matchers: %v", err)
+		}
+		if err := h.matchers.FromInterface(mods); err != nil {
+			return err
+		}
+	}
+	if err := h.provisionSecrets(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionStore(ctx); err != nil {
+		return err
+	}
+	registerHandler(h)
+	return nil
+}
+
+// provisionDefaults fills in every default in one place.
+func (h *Handler) provisionDefaults() {
+	cc := h.Cookie
+	if cc == nil {
+		cc = &CookieConfig{}
+	}
+	h.policy = policy{
+		idle:         durationOr(h.IdleTimeout, DefaultIdleTimeout),
+		lifetime:     durationOr(h.Lifetime, DefaultLifetime),
+		touch:        time.Duration(h.TouchInterval),
+		cookieMaxAge: time.Duration(cc.MaxAge),
+	}
+	h.maxLine = h.MaxUpdateSize
+	if h.maxLine == 0 {
+		h.maxLine = protocol.DefaultMaxLine
 	}
 	prefix := h.HeaderPrefix
 	if prefix == "" {
@@ -164,34 +219,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Subject != "" {
 		h.subject = strings.Split(h.Subject, ".")
 	}
-
-	cc := h.Cookie
-	if cc == nil {
-		cc = &CookieConfig{}
-	}
-	sameSite, err := cookie.ParseSameSite(cc.SameSite)
-	if err != nil {
-		return err
-	}
+	sameSite, _ := cookie.ParseSameSite(cc.SameSite) // checked in Validate
 	h.attrs = cookie.Attributes{
-		Name:     cc.Name,
+		Name:     stringOr(cc.Name, DefaultCookieName),
 		Domain:   cc.Domain,
 		Path:     cc.Path,
 		SameSite: sameSite,
-		Secure:   cookie.SecureMode(strings.ToLower(cc.Secure)),
+		Secure:   cookie.SecureMode(stringOr(strings.ToLower(cc.Secure), string(cookie.SecureAuto))),
 		MaxAge:   time.Duration(cc.MaxAge),
 	}
-	if h.attrs.Name == "" {
-		h.attrs.Name = DefaultCookieName
-	}
-	if h.attrs.Secure == "" {
-		h.attrs.Secure = cookie.SecureAuto
-	}
+	h.csrf = h.CrossOrigin.protection()
+}
 
-	if err := h.provisionSecrets(ctx); err != nil {
-		return err
-	}
-
+func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
 	}
@@ -204,10 +244,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("module %T is not a session store", mod)
 	}
 	h.store = st
+	if si, ok := mod.(subjectIndexer); ok {
+		h.index = si.SubjectIndex()
+	}
 	if _, ok := st.(*MemoryStore); ok {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
 	}
 	return nil
+}
+
+// Cleanup unregisters the handler from the admin API.
+func (h *Handler) Cleanup() error {
+	unregisterHandler(h)
+	return nil
+}
+
+// subjectIndexer is implemented by store modules whose store can find
+// sessions by subject; SubjectIndex returns nil when it cannot.
+type subjectIndexer interface {
+	SubjectIndex() store.SubjectIndex
 }
 
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {
@@ -217,231 +272,104 @@ func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 	return def
 }
 
-func (h *Handler) provisionSecrets(ctx caddy.Context) error {
-	var keys [][]byte
-	repl := caddy.NewReplacer()
-	for i, s := range h.Secrets {
-		s = repl.ReplaceKnown(s, "")
-		if s == "" {
-			return fmt.Errorf("secret %d is empty (is its environment variable set?)", i+1)
-		}
-		keys = append(keys, []byte(s))
+func stringOr(s, def string) string {
+	if s != "" {
+		return s
 	}
-	if len(keys) == 0 {
-		key, created, err := loadOrCreateSecret(ctx)
-		if err != nil {
-			return fmt.Errorf("no secret configured, and none could be kept in Caddy's storage: %v", err)
-		}
-		keys = append(keys, key)
-		h.logger.Info("no secret configured: signing cookies with a random key kept in Caddy's storage; instances that share that storage share the key",
-			zap.String("storage_key", storageSecretKey), zap.Bool("generated", created))
-	}
-	signer, err := cookie.NewSigner(keys...)
-	if err != nil {
-		return fmt.Errorf("session secret: %v", err)
-	}
-	h.signer = signer
-	return nil
+	return def
 }
 
-// loadOrCreateSecret returns the signing key kept in Caddy's storage,
-// generating it under the storage lock the first time so that instances
-// starting together agree on one key.
-func loadOrCreateSecret(ctx caddy.Context) ([]byte, bool, error) {
-	st := ctx.Storage()
-	load := func() ([]byte, error) {
-		b, err := st.Load(ctx, storageSecretKey)
-		if err == nil && len(b) < cookie.MinSecretLen {
-			return nil, fmt.Errorf("stored secret %s is too short", storageSecretKey)
-		}
-		return b, err
-	}
-	if b, err := load(); err == nil {
-		return b, false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, err
-	}
-	if err := st.Lock(ctx, storageSecretKey); err != nil {
-		return nil, false, err
-	}
-	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), storageSecretKey) }()
-	if b, err := load(); err == nil {
-		return b, false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, err
-	}
-	var raw [32]byte
-	_, _ = rand.Read(raw[:])
-	key := []byte(hex.EncodeToString(raw[:]))
-	if err := st.Store(ctx, storageSecretKey, key); err != nil {
-		return nil, false, err
-	}
-	return key, true, nil
-}
-
-// Validate checks the configuration.
+// Validate checks the configuration, JSON or Caddyfile alike.
 func (h *Handler) Validate() error {
+	if h.Cookie != nil {
+		if _, err := cookie.ParseSameSite(h.Cookie.SameSite); err != nil {
+			return fmt.Errorf("session cookie: %v", err)
+		}
+		switch strings.ToLower(h.Cookie.Secure) {
+		case "", "auto", "always", "never":
+		default:
+			return fmt.Errorf("session cookie: secure %q: want auto, always or never", h.Cookie.Secure)
+		}
+	}
 	if err := h.attrs.Validate(); err != nil {
 		return fmt.Errorf("session cookie: %v", err)
 	}
-	if h.lifetime < h.idle {
-		return fmt.Errorf("lifetime (%s) is shorter than idle_timeout (%s)", h.lifetime, h.idle)
+	if err := h.validateDurations(); err != nil {
+		return err
 	}
-	if h.maxSize < 64 {
-		return fmt.Errorf("max_update_size %d is too small", h.maxSize)
+	if h.HeaderPrefix != "" && !validHeaderPrefix(h.HeaderPrefix) {
+		return fmt.Errorf("header_prefix %q: want a header name of at least 3 characters such as X-Session, with no standard header under it", h.HeaderPrefix)
 	}
-	if h.touch > h.idle {
-		return fmt.Errorf("touch_interval (%s) is longer than idle_timeout (%s)", h.touch, h.idle)
+	if h.MaxUpdateSize != 0 && (h.MaxUpdateSize < len(h.hdr.data)+2+64 || h.MaxUpdateSize > maxHeaderLine) {
+		return fmt.Errorf("max_update_size %d: want between %d bytes and 1MiB", h.MaxUpdateSize, len(h.hdr.data)+2+64)
 	}
-	if strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".") {
+	if h.Subject != "" && (strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".")) {
 		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)
+	}
+	return h.CrossOrigin.validate()
+}
+
+// validateDurations checks the expiry settings against each other.
+func (h *Handler) validateDurations() error {
+	for name, d := range map[string]caddy.Duration{"idle_timeout": h.IdleTimeout, "lifetime": h.Lifetime, "touch_interval": h.TouchInterval} {
+		if d < 0 {
+			return fmt.Errorf("%s must not be negative", name)
+		}
+	}
+	p := h.policy
+	if p.lifetime < p.idle {
+		return fmt.Errorf("lifetime (%s) is shorter than idle_timeout (%s)", p.lifetime, p.idle)
+	}
+	if p.touch > p.idle/2 {
+		return fmt.Errorf("touch_interval (%s) is more than half of idle_timeout (%s): read-only use would not keep sessions alive", p.touch, p.idle)
+	}
+	if p.cookieMaxAge > 0 && p.cookieMaxAge < 2*p.touchInterval(nil) {
+		return fmt.Errorf("cookie max_age (%s) is less than twice the touch interval (%s): an active session could lose its cookie", p.cookieMaxAge, p.touchInterval(nil))
 	}
 	return nil
 }
 
-// clockSkew is added to the wall clock. It exists so integration tests can
-// move time through a real Caddy; it is always zero otherwise.
-var clockSkew atomic.Int64
-
-func now() time.Time {
-	return time.Now().Add(time.Duration(clockSkew.Load()))
-}
-
-// ServeHTTP implements caddyhttp.MiddlewareHandler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	// One allocation holds the request's session state and the response
-	// writer wrapper: this is the per-request path.
-	rw := &responseWriter{st: state{h: h, now: now()}}
-	st := &rw.st
-	h.stripSessionHeaders(r.Header)
-
-	// The cookie is always taken out of the request: the upstream never
-	// sees the token, whether or not it is valid.
-	count, value := cookie.Take(r.Header, h.attrs.Name)
-	st.hadCookie = count > 0
-	if count == 1 { // several cookies of our name: ambiguous, so none
-		if token, ok := h.signer.Verify(h.attrs.Name, value); ok {
-			key := cookie.Key(token)
-			rec, err := h.store.Find(r.Context(), key, st.now)
-			switch {
-			case err == nil:
-				if h.alive(rec, st.now) {
-					st.token, st.key, st.rec = token, key, rec
-				}
-			case errors.Is(err, store.ErrNotFound):
-			default:
-				return h.storeFailed(w.Header(), "load", err)
-			}
-		}
-	}
-
-	r.Header[h.hdr.data] = []string{string(protocol.AppendObject(make([]byte, 0, 256), st.data()))}
-	r.Header[h.hdr.meta] = []string{st.meta()}
-
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Map(st.placeholder)
-	st.setSubject(repl)
-
-	r = r.WithContext(context.WithValue(r.Context(), stateCtxKey{}, st))
-	st.req = r
-	rw.rww.ResponseWriter = w
-	rw.ResponseWriterWrapper = &rw.rww
-	rw.repl = repl
-	err := next.ServeHTTP(rw, r)
-	if !rw.wroteHeader {
-		if err != nil {
-			// The route failed before answering: whatever session headers
-			// an upstream left in the map must not reach the error page.
-			h.stripSessionHeaders(w.Header())
-			return err
-		}
-		rw.WriteHeader(http.StatusOK)
-	}
-	if rw.failure != nil {
-		return rw.failure
-	}
-	return err
-}
-
-// alive enforces the idle timeout and the absolute lifetime as configured
-// now, on top of the expiry the store filtered on: a shortened timeout
-// applies at once to existing sessions.
-func (h *Handler) alive(rec *store.Record, now time.Time) bool {
-	return now.Before(rec.Created.Add(h.lifetime)) && now.Before(rec.Updated.Add(h.idleFor(rec)))
-}
-
-func (h *Handler) idleFor(rec *store.Record) time.Duration {
-	if rec != nil && rec.MaxAge > 0 {
-		return rec.MaxAge
-	}
-	return h.idle
-}
-
-// expiry is when a session created at created, with its own max age,
-// expires if used at now: the idle timeout, capped by the lifetime.
-func (h *Handler) expiry(created time.Time, idle time.Duration, now time.Time) time.Time {
-	exp, deadline := now.Add(idle), created.Add(h.lifetime)
-	if deadline.Before(exp) {
-		return deadline
-	}
-	return exp
-}
-
-// storeFailed answers a request whose session could not be loaded or saved
-// because the store failed: 503 with Retry-After when the store is
-// unreachable, 500 otherwise. It fails closed: no request goes on without
-// the session it asked for.
-func (h *Handler) storeFailed(hdr http.Header, op string, err error) error {
-	status := http.StatusInternalServerError
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusServiceUnavailable
-		h.logger.Error("session store unavailable", zap.String("op", op), zap.Error(err))
-	} else {
-		h.logger.Error("session store failed", zap.String("op", op), zap.Error(err))
-	}
-	clear(hdr) // nothing of an upstream's answer may go out with the error
-	if status == http.StatusServiceUnavailable {
-		hdr.Set("Retry-After", "5")
-	}
-	return caddyhttp.Error(status, fmt.Errorf("session store: %s: %w", op, err))
-}
-
-// stripSessionHeaders removes every header whose name starts with the
-// prefix, in any letter case and with '_' for '-': PHP-FPM, CGI and WSGI
-// fold both spellings into the same variable, so a client must not be
-// able to slip one past under the other.
-func (h *Handler) stripSessionHeaders(hdr http.Header) {
-	for name := range hdr {
-		if hasPrefixFold(name, h.hdr.prefix) {
-			delete(hdr, name)
-		}
-	}
-}
-
-// hasPrefixFold reports whether name starts with prefix (lower case, '-'
-// separators) ignoring case and treating '_' as '-'.
-func hasPrefixFold(name, prefix string) bool {
-	if len(name) < len(prefix) {
+// validHeaderPrefix accepts a token that cannot cover a standard header:
+// stripping "C" would strip Cookie and Content-Type.
+func validHeaderPrefix(s string) bool {
+	if len(s) < 3 || !validHeaderName(s) {
 		return false
 	}
-	for i := 0; i < len(prefix); i++ {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		} else if c == '_' {
-			c = '-'
-		}
-		if c != prefix[i] {
+	lower := strings.ToLower(strings.ReplaceAll(s, "_", "-"))
+	for _, std := range standardHeaders {
+		if strings.HasPrefix(std, lower) {
 			return false
 		}
 	}
 	return true
 }
 
+// validHeaderName accepts letters, digits, '-' and '_'.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// standardHeaders are names a prefix must never cover.
+var standardHeaders = []string{
+	"accept", "authorization", "cache-control", "connection", "content-length", "content-type",
+	"cookie", "date", "etag", "expect", "forwarded", "host", "if-match", "if-modified-since",
+	"location", "origin", "referer", "sec-fetch-site", "server", "set-cookie", "te", "trailer",
+	"transfer-encoding", "upgrade", "user-agent", "vary", "via", "www-authenticate", "x-forwarded-for",
+}
+
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
-	_ http.ResponseWriter         = (*responseWriter)(nil)
 )

@@ -239,8 +239,14 @@ func (g *gateway) setCookie(name, value string) {
 
 // skew moves the gateway's clock forward for the rest of the test.
 func skew(t testing.TB, d time.Duration) {
-	clockSkew.Add(int64(d))
-	t.Cleanup(func() { clockSkew.Store(0) })
+	for _, h := range liveHandlers() {
+		h.clock.skew.Add(int64(d))
+	}
+	t.Cleanup(func() {
+		for _, h := range liveHandlers() {
+			h.clock.skew.Store(0)
+		}
+	})
 }
 
 // countingStore is a real memory store that counts the calls it gets, so

@@ -151,7 +151,7 @@ func TestMongoDBStoreSharedClient(t *testing.T) {
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Millisecond)
 	rec := &store.Record{
-		Data:    map[string]json.RawMessage{"user": json.RawMessage(`"ann"`)},
+		Data:    json.RawMessage(`{"user":"ann"}`),
 		Created: now, Updated: now, Expires: now.Add(time.Hour),
 	}
 	if err := oldCfg.Create(ctx, "k", rec); err != nil {
@@ -174,8 +174,8 @@ func TestMongoDBStoreSharedClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Find through the remaining module: %v", err)
 	}
-	if string(got.Data["user"]) != `"ann"` {
-		t.Fatalf("data = %s", got.Data["user"])
+	if string(got.Data) != `{"user":"ann"}` {
+		t.Fatalf("data = %s", got.Data)
 	}
 	if err := client.Ping(ctx, nil); err != nil {
 		t.Fatalf("shared client unusable after the first cleanup: %v", err)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/sessiongate/caddy-session/internal/protocol"
 )
 
 func init() {
@@ -63,7 +65,7 @@ func (rs *RequireSession) Validate() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (rs *RequireSession) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	st, _ := r.Context().Value(stateCtxKey{}).(*state)
+	st, _ := caddyhttp.GetVar(r.Context(), stateVarKey).(*state)
 	if st == nil {
 		// Fail closed: a misordered config must not expose the route.
 		return caddyhttp.Error(http.StatusInternalServerError, errors.New("require_session needs the session handler earlier in the route"))
@@ -72,7 +74,7 @@ func (rs *RequireSession) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 		if rs.path == nil {
 			return next.ServeHTTP(w, r)
 		}
-		if v, ok := lookup(st.rec.Data, rs.path); ok && v != nil {
+		if v, ok := protocol.Lookup(st.rec.Data, rs.path); ok && v != nil {
 			return next.ServeHTTP(w, r)
 		}
 	}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"io"
 	"net/http"
 
@@ -14,13 +15,80 @@ import (
 // the protocol headers are removed, all before anything reaches the
 // client. If committing fails, the upstream's response is dropped and the
 // handler answers with the error instead.
+//
+// It also holds the request's session state, so one allocation serves
+// both.
 type responseWriter struct {
-	*caddyhttp.ResponseWriterWrapper
-	rww         caddyhttp.ResponseWriterWrapper // what the pointer above points to
+	caddyhttp.ResponseWriterWrapper
 	st          state
 	repl        *caddy.Replacer
 	wroteHeader bool
 	failure     error
+
+	// kept remembers the headers earlier handlers set (HSTS, CSP, ...):
+	// an error answer keeps them and drops only what the upstream added.
+	kept     [8]keptHeader
+	nkept    int
+	keptMore http.Header // when there were more than len(kept)
+}
+
+type keptHeader struct {
+	name string
+	n    int // how many values it had
+}
+
+// keepHeaders records the response headers set before the route runs.
+func (rw *responseWriter) keepHeaders() {
+	hdr := rw.Header()
+	if len(hdr) > len(rw.kept) {
+		rw.keptMore = hdr.Clone()
+		return
+	}
+	for name, vals := range hdr {
+		rw.kept[rw.nkept] = keptHeader{name, len(vals)}
+		rw.nkept++
+	}
+}
+
+// restoreHeaders drops every response header the route added since
+// keepHeaders, and values added to the headers that were there.
+func (rw *responseWriter) restoreHeaders() {
+	hdr := rw.Header()
+	if rw.keptMore != nil {
+		clear(hdr)
+		for k, v := range rw.keptMore {
+			hdr[k] = v
+		}
+		return
+	}
+	keep := rw.kept[:rw.nkept]
+	for name, vals := range hdr {
+		n := -1
+		for _, k := range keep {
+			if k.name == name {
+				n = k.n
+			}
+		}
+		switch {
+		case n < 0:
+			delete(hdr, name)
+		case n < len(vals):
+			hdr[name] = vals[:n]
+		}
+	}
+}
+
+// answerError prepares the headers of an error answer: those set before
+// the route ran, Vary and Cache-Control, and Retry-After on a 503.
+func (rw *responseWriter) answerError(err error) error {
+	rw.restoreHeaders()
+	hdr := rw.Header()
+	rw.st.markPrivate(hdr)
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode == http.StatusServiceUnavailable {
+		hdr.Set("Retry-After", retryAfter)
+	}
+	return err
 }
 
 // WriteHeader implements http.ResponseWriter.
@@ -28,19 +96,22 @@ func (rw *responseWriter) WriteHeader(status int) {
 	if rw.wroteHeader {
 		return
 	}
+	h := rw.st.h
 	hdr := rw.Header()
 	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
-		rw.st.h.stripSessionHeaders(hdr)
+		h.stripSessionHeaders(hdr)
 		rw.ResponseWriterWrapper.WriteHeader(status)
 		return
 	}
 	rw.wroteHeader = true
-	req := rw.st.req
-	if err := rw.st.commit(req, hdr); err != nil {
-		rw.failure = err
-		return
+	rw.st.in = h.takeInput(hdr)
+	if !rw.st.passive {
+		if err := rw.st.commit(hdr); err != nil {
+			rw.failure = rw.answerError(err)
+			return
+		}
+		rw.st.setSubject(rw.repl)
 	}
-	rw.st.setSubject(rw.repl)
 	rw.ResponseWriterWrapper.WriteHeader(status)
 }
 
@@ -74,5 +145,7 @@ func (rw *responseWriter) FlushError() error {
 	if rw.failure != nil {
 		return nil
 	}
-	return http.NewResponseController(rw.ResponseWriterWrapper).Flush()
+	return http.NewResponseController(&rw.ResponseWriterWrapper).Flush()
 }
+
+var _ http.ResponseWriter = (*responseWriter)(nil)

@@ -1,0 +1,375 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/internal/protocol"
+	"github.com/sessiongate/caddy-session/store"
+)
+
+const (
+	// maxAttempts bounds the compare-and-set retries of one write.
+	maxAttempts = 4
+	// rotatedGrace is how long the key of a regenerated session answers
+	// "rotated" rather than "not found", so requests that were already
+	// running with the old cookie drop their changes quietly instead of
+	// expiring the new cookie.
+	rotatedGrace = 2 * time.Minute
+	// retryAfter is the Retry-After value of a 503, in seconds.
+	retryAfter = "5"
+)
+
+// errContention means a write lost its compare-and-set maxAttempts times.
+var errContention = fmt.Errorf("%w: the session kept changing under concurrent writes", store.ErrUnavailable)
+
+// takeInput moves the upstream's protocol headers out of hdr, and removes
+// protocol names from the trailers it announces.
+func (h *Handler) takeInput(hdr http.Header) protocol.Input {
+	in := protocol.Input{Update: hdr[h.hdr.update], Patch: hdr[h.hdr.patch], Control: hdr[h.hdr.control]}
+	h.stripSessionHeaders(hdr)
+	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
+		hdr["Trailer"] = h.withoutPrefixTokens(vals)
+		if h.warned.CompareAndSwap(false, true) {
+			h.logger.Warn("the upstream announced session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
+		}
+	}
+	return in
+}
+
+// commit applies the upstream's answer to the session and sets the
+// cookie. It runs when the final response header is written, before any
+// of it reaches the client. An error replaces the response.
+func (st *state) commit(hdr http.Header) error {
+	if st.expireCookie {
+		st.setCookie(hdr, nil)
+	}
+	if st.in.Empty() {
+		st.touch(hdr)
+		st.markPrivate(hdr)
+		return nil
+	}
+	out, err := protocol.Evaluate(st.data(), st.in, st.h.maxValue())
+	if err != nil {
+		return st.badUpstream(err)
+	}
+	if st.rotated {
+		st.h.logger.Info("a request that started before a login sent session changes; they were dropped")
+		return nil
+	}
+	// Writes outlive a client that hangs up mid-response: a regenerate
+	// half done would leave the old token alive.
+	ctx := context.WithoutCancel(st.req.Context())
+	switch {
+	case out.Destroy:
+		err = st.destroy(ctx, hdr, &out)
+	case st.rec == nil:
+		err = st.create(ctx, hdr, &out)
+	case out.Regenerate:
+		err = st.regenerate(ctx, hdr, &out)
+	default:
+		err = st.update(ctx, hdr, &out)
+	}
+	st.markPrivate(hdr)
+	return err
+}
+
+// maxValue is the longest X-Session value that fits the header line cap.
+func (h *Handler) maxValue() int { return h.maxLine - len(h.hdr.data) - len(": ") }
+
+// setCookie sends the session's cookie, or expires it when rec is nil.
+func (st *state) setCookie(hdr http.Header, rec *store.Record) {
+	h, tls := st.h, st.req.TLS != nil
+	c := h.attrs.Expired(tls)
+	if rec != nil {
+		c = h.attrs.New(h.signer.Sign(h.attrs.Name, st.token), tls, h.policy.cookieAge(rec, st.now))
+	}
+	hdr.Add("Set-Cookie", c.String())
+}
+
+// end forgets the session for the rest of the request.
+func (st *state) end() { st.rec, st.key, st.token = nil, "", "" }
+
+// touch extends the idle expiry of an unchanged session, at most once
+// per touch interval, so unchanged requests cost no write.
+func (st *state) touch(hdr http.Header) {
+	h := st.h
+	if st.rec == nil {
+		return
+	}
+	exp, due := h.policy.touchDue(st.rec, st.now)
+	if !due {
+		return
+	}
+	err := h.store.Touch(context.WithoutCancel(st.req.Context()), st.key, exp, st.now)
+	switch {
+	case err == nil:
+		st.rec.Expires, st.rec.Updated = exp, st.now
+		if h.policy.refreshCookie() {
+			st.setCookie(hdr, st.rec)
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		// The response is fine; the session just was not extended.
+		h.logger.Warn("could not extend session expiry", zap.String("session", st.handle()), zap.Error(err))
+	}
+}
+
+// destroy ends the session (and, with revoke-all, every session of its
+// subject) and expires the cookie.
+func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
+	h := st.h
+	if out.RevokeAll {
+		if err := st.revoke(ctx, st.subject(), ""); err != nil {
+			return err
+		}
+	}
+	if st.rec != nil {
+		if err := h.store.Delete(ctx, st.key); err != nil {
+			return st.storeFailed("destroy", err)
+		}
+		h.logger.Debug("session destroyed", zap.String("session", st.handle()))
+	}
+	if st.hadCookie {
+		st.setCookie(hdr, nil)
+	}
+	st.end()
+	return nil
+}
+
+// subject is the current session's subject, "" without one.
+func (st *state) subject() string {
+	if st.rec == nil {
+		return ""
+	}
+	return st.rec.Subject
+}
+
+// create stores a first session for a visitor who had none, if the
+// upstream gave it any data.
+func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
+	h := st.h
+	data, changed, err := out.Apply(nil)
+	if err != nil {
+		return st.badUpstream(err)
+	}
+	if !changed {
+		return nil // nothing to keep: no session, no cookie, no write
+	}
+	rec := &store.Record{Data: data, Subject: h.subjectOf(data), Created: st.now, Updated: st.now, Version: 1}
+	if out.MaxAge != nil {
+		rec.MaxAge = *out.MaxAge
+	}
+	if err := st.checkRevoke(out, rec.Subject); err != nil {
+		return err
+	}
+	rec.Expires = h.policy.expiry(rec.Created, h.policy.idleFor(rec), st.now)
+	token, key, err := h.newSession(ctx, rec)
+	if err != nil {
+		return st.storeFailed("create", err)
+	}
+	st.token, st.key, st.rec = token, key, rec
+	st.setCookie(hdr, rec)
+	if out.RevokeOthers {
+		return st.revoke(ctx, rec.Subject, key)
+	}
+	return nil
+}
+
+// newSession stores rec under a new token, retrying on the
+// (astronomically unlikely) collision of two tokens' keys.
+func (h *Handler) newSession(ctx context.Context, rec *store.Record) (token, key string, err error) {
+	for range 3 {
+		token = cookie.NewToken()
+		key = cookie.Key(token)
+		if err = h.store.Create(ctx, key, rec); !errors.Is(err, store.ErrExists) {
+			break
+		}
+	}
+	return token, key, err
+}
+
+// next is the record the changes in out make of base, or changed false
+// when they change nothing.
+func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Record, changed bool, err error) {
+	h := st.h
+	data, changed, err := out.Apply(base.Data)
+	if err != nil {
+		return rec, false, st.badUpstream(err)
+	}
+	rec = *base
+	rec.Data, rec.Subject = data, h.subjectOf(data)
+	if out.MaxAge != nil {
+		rec.MaxAge, changed = *out.MaxAge, true
+	}
+	rec.Expires = h.policy.expiry(rec.Created, h.policy.idleFor(&rec), st.now)
+	return rec, changed, nil
+}
+
+// update writes the upstream's changes with compare-and-set, re-reading
+// and re-applying them to the fresh data when another write came first.
+func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
+	h := st.h
+	for range maxAttempts {
+		rec, changed, err := st.next(st.rec, out)
+		if err != nil {
+			return err
+		}
+		if err := st.checkRevoke(out, rec.Subject); err != nil {
+			return err
+		}
+		if !changed {
+			st.touch(hdr)
+			return st.revokeOthers(ctx, out)
+		}
+		err = h.store.Update(ctx, st.key, &rec, st.now)
+		if err == nil {
+			rec.Version, rec.Updated = rec.Version+1, st.now
+			st.rec = &rec
+			if out.MaxAge != nil || h.policy.refreshCookie() {
+				st.setCookie(hdr, st.rec)
+			}
+			return st.revokeOthers(ctx, out)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return st.storeFailed("update", err)
+		}
+		if ended, err := st.reread(ctx, hdr); ended || err != nil {
+			return err
+		}
+	}
+	return st.storeFailed("update", errContention)
+}
+
+// reread loads the session again after a lost compare-and-set. ended is
+// true when it is gone: rotated by a login (the changes are dropped and
+// no cookie is sent, so the login's cookie stands) or destroyed or
+// expired (the changes are dropped and the cookie expired).
+func (st *state) reread(ctx context.Context, hdr http.Header) (ended bool, err error) {
+	h := st.h
+	rec, err := h.store.Find(ctx, st.key, st.now)
+	var rotated *store.RotatedError
+	switch {
+	case errors.As(err, &rotated):
+		h.logger.Info("session was regenerated while the request ran; its changes were dropped",
+			zap.String("session", st.handle()), zap.String("successor", rotated.Successor))
+	case errors.Is(err, store.ErrNotFound) || (err == nil && !h.policy.alive(rec, st.now)):
+		h.logger.Info("session ended while the request ran; its changes were dropped", zap.String("session", st.handle()))
+		st.setCookie(hdr, nil)
+	case err != nil:
+		return true, st.storeFailed("reload", err)
+	default:
+		st.rec = rec
+		return false, nil
+	}
+	st.end()
+	return true, nil
+}
+
+// regenerate moves the session to a new token with the changes applied.
+// The new session is created first, then the old one is rotated with
+// compare-and-set: a regenerate succeeds only if the old session was
+// still live and unchanged, so a concurrent logout is never undone.
+func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
+	h := st.h
+	for range maxAttempts {
+		rec, _, err := st.next(st.rec, out)
+		if err != nil {
+			return err
+		}
+		if err := st.checkRevoke(out, rec.Subject); err != nil {
+			return err
+		}
+		rec.Updated, rec.Version = st.now, 1
+		token, key, err := h.newSession(ctx, &rec)
+		if err != nil {
+			return st.storeFailed("regenerate", err)
+		}
+		err = h.store.Rotate(ctx, st.key, st.rec.Version, cookie.Handle(key), st.now.Add(rotatedGrace), st.now)
+		if err == nil {
+			h.logger.Debug("session regenerated", zap.String("session", st.handle()), zap.String("successor", cookie.Handle(key)))
+			st.token, st.key, st.rec = token, key, &rec
+			st.setCookie(hdr, &rec)
+			return st.revokeOthers(ctx, out)
+		}
+		// The new session must not outlive a failed rotation.
+		if derr := h.store.Delete(ctx, key); derr != nil {
+			h.logger.Warn("could not remove the new session of a failed regenerate; it expires unused",
+				zap.String("session", cookie.Handle(key)), zap.Error(derr))
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return st.storeFailed("regenerate", err)
+		}
+		if ended, err := st.reread(ctx, hdr); ended || err != nil {
+			return err
+		}
+	}
+	return st.storeFailed("regenerate", errContention)
+}
+
+// checkRevoke refuses revoke-others and revoke-all as bad upstream input
+// when there is no subject to revoke by.
+func (st *state) checkRevoke(out *protocol.Outcome, subject string) error {
+	if !out.RevokeOthers && !out.RevokeAll {
+		return nil
+	}
+	switch {
+	case st.h.subject == nil:
+		return st.badUpstream(fmt.Errorf("%w: revoke needs the subject option", protocol.ErrBadUpstream))
+	case st.h.index == nil:
+		return st.badUpstream(fmt.Errorf("%w: revoke needs a store that indexes subjects", protocol.ErrBadUpstream))
+	case subject == "":
+		return st.badUpstream(fmt.Errorf("%w: revoke needs a session with a subject value", protocol.ErrBadUpstream))
+	}
+	return nil
+}
+
+func (st *state) revokeOthers(ctx context.Context, out *protocol.Outcome) error {
+	if !out.RevokeOthers || st.rec == nil {
+		return nil
+	}
+	return st.revoke(ctx, st.rec.Subject, st.key)
+}
+
+// revoke ends every session of subject but the one under except.
+func (st *state) revoke(ctx context.Context, subject, except string) error {
+	if err := st.checkRevoke(&protocol.Outcome{RevokeAll: true}, subject); err != nil {
+		return err
+	}
+	n, err := st.h.index.DeleteBySubject(ctx, subject, except)
+	if err != nil {
+		return st.storeFailed("revoke", err)
+	}
+	st.h.logger.Info("revoked the sessions of a subject", zap.String("session", st.handle()), zap.Int("revoked", n))
+	return nil
+}
+
+// badUpstream refuses the upstream's answer: 502, the session as it was.
+// Caddy logs the error once; it names the kind of problem, never data.
+func (st *state) badUpstream(err error) error {
+	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("session %s: refused the upstream's session headers; session left as it was: %w", st.handle(), err))
+}
+
+// storeFailed is the error of a store write that failed.
+func (st *state) storeFailed(op string, err error) error {
+	return st.h.storeError(op, st.handle(), err)
+}
+
+// storeError answers a request whose session could not be loaded or saved
+// because the store failed: 503 (with Retry-After, set by the caller's
+// error path) when the store is unreachable, 500 otherwise. It fails
+// closed: no request goes on without the session it asked for. Caddy logs
+// the error once.
+func (h *Handler) storeError(op, handle string, err error) error {
+	status := http.StatusInternalServerError
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		status = http.StatusServiceUnavailable
+	}
+	return caddyhttp.Error(status, fmt.Errorf("session store: %s: session %s: %w", op, handle, err))
+}

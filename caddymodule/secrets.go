@@ -1,0 +1,77 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/sessiongate/caddy-session/cookie"
+)
+
+func (h *Handler) provisionSecrets(ctx caddy.Context) error {
+	var keys [][]byte
+	repl := caddy.NewReplacer()
+	for i, s := range h.Secrets {
+		s = repl.ReplaceKnown(s, "")
+		if s == "" {
+			return fmt.Errorf("secret %d is empty (is its environment variable set?)", i+1)
+		}
+		keys = append(keys, []byte(s))
+	}
+	if len(keys) == 0 {
+		key, created, err := loadOrCreateSecret(ctx)
+		if err != nil {
+			return fmt.Errorf("no secret configured, and none could be kept in Caddy's storage: %v", err)
+		}
+		keys = append(keys, key)
+		h.logger.Info("no secret configured: signing cookies with a random key kept in Caddy's storage; instances that share that storage share the key",
+			zap.String("storage_key", storageSecretKey), zap.Bool("generated", created))
+	}
+	signer, err := cookie.NewSigner(keys...)
+	if err != nil {
+		return fmt.Errorf("session secret: %v", err)
+	}
+	h.signer = signer
+	return nil
+}
+
+// loadOrCreateSecret returns the signing key kept in Caddy's storage,
+// generating it under the storage lock the first time so that instances
+// starting together agree on one key.
+func loadOrCreateSecret(ctx caddy.Context) ([]byte, bool, error) {
+	st := ctx.Storage()
+	load := func() ([]byte, error) {
+		b, err := st.Load(ctx, storageSecretKey)
+		if err == nil && len(b) < cookie.MinSecretLen {
+			return nil, fmt.Errorf("stored secret %s is too short", storageSecretKey)
+		}
+		return b, err
+	}
+	if b, err := load(); err == nil {
+		return b, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
+	if err := st.Lock(ctx, storageSecretKey); err != nil {
+		return nil, false, err
+	}
+	defer func() { _ = st.Unlock(context.WithoutCancel(ctx), storageSecretKey) }()
+	if b, err := load(); err == nil {
+		return b, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	key := []byte(hex.EncodeToString(raw[:]))
+	if err := st.Store(ctx, storageSecretKey, key); err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
+}
