@@ -36,6 +36,10 @@ app.get('/login', (req, res) => {
   req.session.roles = ['admin', 'dev'];
   req.session.prefs = { theme: 'dark', tz: 'Europe/Paris', n: 3, ratio: 0.5, deep: { ok: true, none: null } };
   req.session.greeting = 'héllo wörld ✓';
+  // Data the gateway must refuse: a padded session over its size cap, a
+  // key holding a dot.
+  if (req.query.pad) req.session.pad = 'x'.repeat(Number(req.query.pad));
+  if (req.query.dotted) req.session['a.b'] = 1;
   res.json({ ok: true });
 });
 

@@ -38,6 +38,10 @@ async function main() {
         ctx.session.roles = ['admin', 'dev'];
         ctx.session.prefs = { theme: 'dark', tz: 'Europe/Paris', n: 3, ratio: 0.5, deep: { ok: true, none: null } };
         ctx.session.greeting = 'héllo wörld ✓';
+        // Data the gateway must refuse: a padded session over its size cap, a
+        // key holding a dot.
+        if (ctx.query.pad) ctx.session.pad = 'x'.repeat(Number(ctx.query.pad));
+        if (ctx.query.dotted) ctx.session['a.b'] = 1;
         if (process.env.STORE === 'mongoose') {
           ctx.session.loginAt = new Date(Date.UTC(2026, 10, 27, 1, 2, 3, 456));
         }
