@@ -37,7 +37,7 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	h.stripSessionHeaders(hdr)
 	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
 		hdr["Trailer"] = h.withoutPrefixTokens(vals)
-		if h.warned.CompareAndSwap(false, true) {
+		if h.live.warned.CompareAndSwap(false, true) {
 			h.logger.Warn("the upstream announced session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
 		}
 	}

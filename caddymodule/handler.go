@@ -111,8 +111,7 @@ type Handler struct {
 	subject  []string
 	csrf     *http.CrossOriginProtection
 	logger   *zap.Logger
-	clock    clock
-	warned   atomic.Bool // a response trailer was dropped and logged
+	live     *liveState
 }
 
 // CookieConfig holds the session cookie's attributes. HttpOnly is always
@@ -139,12 +138,18 @@ type CookieConfig struct {
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 }
 
-// clock reads the wall clock, moved by skew. Tests move time through a
-// real Caddy by setting skew on the provisioned handlers; it is zero in
-// production.
-type clock struct{ skew atomic.Int64 }
+// liveState is what a handler changes while it serves.
+type liveState struct {
+	// skew moves the handler's clock. Tests move time through a real
+	// Caddy by setting it on the provisioned handlers; it is zero in
+	// production.
+	skew atomic.Int64
+	// warned is set once a dropped response trailer was logged.
+	warned atomic.Bool
+}
 
-func (c *clock) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
+// now reads the handler's clock.
+func (h *Handler) now() time.Time { return time.Now().Add(time.Duration(h.live.skew.Load())) }
 
 // headerNames are the protocol's header names for one prefix.
 type headerNames struct {
@@ -175,6 +180,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and the signing keys. Checks are Validate's.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.live = new(liveState)
 	h.provisionDefaults()
 	if h.MatcherSetsRaw != nil {
 		mods, err := ctx.LoadModule(h, "MatcherSetsRaw")

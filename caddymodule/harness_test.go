@@ -240,11 +240,11 @@ func (g *gateway) setCookie(name, value string) {
 // skew moves the gateway's clock forward for the rest of the test.
 func skew(t testing.TB, d time.Duration) {
 	for _, h := range liveHandlers() {
-		h.clock.skew.Add(int64(d))
+		h.live.skew.Add(int64(d))
 	}
 	t.Cleanup(func() {
 		for _, h := range liveHandlers() {
-			h.clock.skew.Store(0)
+			h.live.skew.Store(0)
 		}
 	})
 }

@@ -24,7 +24,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	rw := &responseWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
-	rw.st = state{h: h, req: r, now: h.clock.now(), passive: !match}
+	rw.st = state{h: h, req: r, now: h.now(), passive: !match}
 	rw.keepHeaders()
 	st := &rw.st
 	if !match {
@@ -190,7 +190,7 @@ func (h *Handler) dropTrailers(hdr http.Header) {
 			dropped = true
 		}
 	}
-	if dropped && h.warned.CompareAndSwap(false, true) {
+	if dropped && h.live.warned.CompareAndSwap(false, true) {
 		h.logger.Warn("the upstream sent session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
 	}
 }
