@@ -188,8 +188,11 @@ func (c *Config) Validate() error {
 	if c.Database != "" && c.collection() == "" {
 		return fmt.Errorf("adopt %s: database without collection: cookie-only sessions have no store", c.Kind)
 	}
-	if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
-		return fmt.Errorf("adopt %s: cookie path %q must start with /", c.Kind, c.Path)
+	if c.Path != "" && (!strings.HasPrefix(c.Path, "/") || !validAttr(c.Path)) {
+		return fmt.Errorf("adopt %s: cookie path %q must start with / and hold no ; or control characters", c.Kind, c.Path)
+	}
+	if c.Domain != "" && (!validAttr(c.Domain) || strings.ContainsAny(c.Domain, " ,")) {
+		return fmt.Errorf("adopt %s: cookie domain %q is not a domain", c.Kind, c.Domain)
 	}
 	if c.Grace < 0 || time.Duration(c.Grace) > maxGrace {
 		return fmt.Errorf("adopt %s: grace %v out of range (0 to %v)", c.Kind, time.Duration(c.Grace), maxGrace)
@@ -203,6 +206,17 @@ func validName(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`;,="\`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validAttr reports whether s can be a cookie attribute value: no ";"
+// and no control characters.
+func validAttr(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c == 0x7f || c == ';' {
 			return false
 		}
 	}
@@ -296,11 +310,14 @@ type Legacy struct {
 	// the legacy library set no expiry. Informational: the gateway's own
 	// lifetimes apply to the adopted session.
 	Expires time.Time
-	// Expire holds the cookies that make the browser forget the legacy
-	// cookie(s): set them on the response for OutcomeAdopted and for
-	// OutcomeRefused. Empty for OutcomeJoined, so a response that carries
-	// no gateway cookie never leaves the browser without a session.
-	Expire []*http.Cookie
+	// Expire holds the Set-Cookie header values that make the browser
+	// forget the legacy cookie(s): add them to the response for
+	// OutcomeAdopted and OutcomeRefused. Empty for OutcomeJoined, so a
+	// response that carries no gateway cookie never leaves the browser
+	// without a session. They are strings, not http.Cookie, because
+	// legacy names such as koa's old "koa:sess" are not RFC 6265 tokens
+	// and net/http silently drops such cookies.
+	Expire []string
 	// Reason says why the session was refused, for one info log line.
 	Reason string
 
@@ -385,10 +402,11 @@ func (s *Source) Present(h http.Header) bool {
 	return false
 }
 
-// Discard removes the source's cookies from h and returns the cookies that
-// expire them in the browser. The gateway calls it when the request has a
-// live gateway session: that session wins over a legacy cookie.
-func (s *Source) Discard(h http.Header, tls bool) []*http.Cookie {
+// Discard removes the source's cookies from h and returns the Set-Cookie
+// header values that expire them in the browser. The gateway calls it when
+// the request has a live gateway session: that session wins over a legacy
+// cookie.
+func (s *Source) Discard(h http.Header, tls bool) []string {
 	cookie.TakeAll(h, s.name)
 	if s.koa != nil {
 		cookie.TakeAll(h, s.name+".sig")
@@ -396,9 +414,11 @@ func (s *Source) Discard(h http.Header, tls bool) []*http.Cookie {
 	return s.expired(tls)
 }
 
-// expired returns the cookies that make the browser forget the legacy
-// cookies, with the legacy name, path and domain.
-func (s *Source) expired(tls bool) []*http.Cookie {
+// expired returns the Set-Cookie values that make the browser forget the
+// legacy cookies: the legacy name, path and domain, an empty value,
+// Max-Age=0 and an Expires in 1970 (as the Node libraries write it),
+// HttpOnly, and Secure over TLS.
+func (s *Source) expired(tls bool) []string {
 	names := []string{s.name}
 	if s.koa != nil {
 		names = append(names, s.name+".sig")
@@ -407,13 +427,17 @@ func (s *Source) expired(tls bool) []*http.Cookie {
 	if path == "" {
 		path = "/"
 	}
-	out := make([]*http.Cookie, 0, len(names))
+	out := make([]string, 0, len(names))
 	for _, n := range names {
-		out = append(out, &http.Cookie{
-			Name: n, Path: path, Domain: s.cfg.Domain,
-			MaxAge: -1, Expires: time.Unix(0, 0).UTC(),
-			HttpOnly: true, Secure: tls,
-		})
+		v := n + "=; Path=" + path
+		if s.cfg.Domain != "" {
+			v += "; Domain=" + s.cfg.Domain
+		}
+		v += "; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly"
+		if tls {
+			v += "; Secure"
+		}
+		out = append(out, v)
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"sync"
@@ -59,9 +58,17 @@ type legacyApp struct {
 
 func startLegacy(t *testing.T, v variant) *legacyApp {
 	t.Helper()
+	return startLegacyWith(t, v, adopttest.Options{})
+}
+
+// startLegacyWith starts v's app with o (Keys, store and ObjectSession
+// are filled in) and a Source for it.
+func startLegacyWith(t *testing.T, v variant, o adopttest.Options) *legacyApp {
+	t.Helper()
 	uri, db := mongotest.Database(t)
 	l := &legacyApp{variant: v, commands: new(atomic.Int64)}
-	l.base = adopttest.Start(t, v.app, adopttest.Options{Keys: appKeys, MongoURI: uri, Database: db, ObjectSession: v.object})
+	o.Keys, o.MongoURI, o.Database, o.ObjectSession = appKeys, uri, db, v.object
+	l.base = adopttest.Start(t, v.app, o)
 	// The Source gets its own client with a command monitor, so tests can
 	// count its round trips.
 	monitor := &event.CommandMonitor{Started: func(_ context.Context, _ *event.CommandStartedEvent) { l.commands.Add(1) }}
@@ -92,15 +99,27 @@ func bytesOf(keys []string) [][]byte {
 	return out
 }
 
-// login logs in on the legacy app with a fresh cookie jar, as a browser
-// would, and returns the jar's cookies for the app.
+// login logs in on the legacy app and returns the cookies it set, as a
+// browser keeps them (name and value). The Set-Cookie headers are read
+// directly: net/http's cookie jar drops names that are not RFC 6265
+// tokens, such as koa's old default "koa:sess".
 func (l *legacyApp) login(t *testing.T, query string) []*http.Cookie {
 	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	get(t, c, l.base+"/login?"+query)
-	u, _ := url.Parse(l.base)
-	cookies := jar.Cookies(u)
+	res, err := http.Get(l.base + "/login?" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("legacy login: %s", res.Status)
+	}
+	var cookies []*http.Cookie
+	for _, sc := range res.Header["Set-Cookie"] {
+		pair, _, _ := strings.Cut(sc, ";")
+		name, value, _ := strings.Cut(pair, "=")
+		cookies = append(cookies, &http.Cookie{Name: name, Value: value})
+	}
 	if len(cookies) == 0 {
 		t.Fatal("the legacy app set no cookie")
 	}
@@ -125,19 +144,6 @@ func (l *legacyApp) whoami(t *testing.T, cookies []*http.Cookie) json.RawMessage
 		t.Fatalf("legacy whoami: %v", err)
 	}
 	return data
-}
-
-func get(t *testing.T, c *http.Client, u string) {
-	t.Helper()
-	res, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", u, res.Status)
-	}
 }
 
 // gatewayRequest is a request to the gateway carrying cookies, plus a
@@ -198,18 +204,19 @@ func (l *legacyApp) legacyID(t *testing.T, cookies []*http.Cookie) string {
 	return ""
 }
 
-func checkExpire(t *testing.T, l *legacyApp, got []*http.Cookie) {
+func checkExpire(t *testing.T, l *legacyApp, got []string) {
 	t.Helper()
 	want := []string{l.src.name}
 	if l.cfg.Kind == KindKoa {
 		want = append(want, l.src.name+".sig")
 	}
 	if len(got) != len(want) {
-		t.Fatalf("expire cookies %v, want %v", got, want)
+		t.Fatalf("expire cookies %q, want %v", got, want)
 	}
 	for i, c := range got {
-		if c.Name != want[i] || c.Path != "/" || c.MaxAge >= 0 || !strings.Contains(c.String(), "Max-Age=0") {
-			t.Errorf("expire cookie %q", c.String())
+		if c != want[i]+"=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly" &&
+			c != want[i]+"=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Secure" {
+			t.Errorf("expire cookie %q", c)
 		}
 	}
 }
@@ -549,7 +556,7 @@ func testDiscard(t *testing.T, l *legacyApp) {
 	expire := l.src.Discard(r.Header, true)
 	checkExpire(t, l, expire)
 	for _, c := range expire {
-		if !c.Secure {
+		if !strings.HasSuffix(c, "; Secure") {
 			t.Error("over TLS the expiring cookie is Secure")
 		}
 	}
@@ -557,4 +564,54 @@ func testDiscard(t *testing.T, l *legacyApp) {
 	if l.src.Present(r.Header) || l.commands.Load() != before {
 		t.Fatal("Discard left the cookie or went to the store")
 	}
+}
+
+// TestAdoptOptions: non-default cookie names (koa's old "koa:sess" is not
+// an RFC 6265 token), keygrip with sha256, koa's browser-session maxAge,
+// express's cookie maxAge as the legacy expiry.
+func TestAdoptOptions(t *testing.T) {
+	t.Parallel()
+	t.Run("koa", func(t *testing.T) {
+		t.Parallel()
+		v := variant{name: "koa", app: adopttest.KoaCookie, cfg: Config{Kind: KindKoa, Cookie: "koa:sess", Algorithm: "sha256"}}
+		l := startLegacyWith(t, v, adopttest.Options{Cookie: "koa:sess", Algorithm: "sha256", MaxAge: "session"})
+		cookies := l.login(t, "user=kim")
+		want := l.whoami(t, cookies)
+		leg, r, _ := l.adopt(t, cookies, time.Now().Add(365*24*time.Hour))
+		if leg.Outcome != OutcomeAdopted || !bytes.Equal(leg.Data, want) {
+			t.Fatalf("%v %q: %s, want %s", leg.Outcome, leg.Reason, leg.Data, want)
+		}
+		if !leg.Expires.IsZero() {
+			t.Errorf("a browser-session koa cookie has no expiry, got %v", leg.Expires)
+		}
+		if leg.Expire[0] != "koa:sess=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly" {
+			t.Errorf("expire %q", leg.Expire)
+		}
+		checkStripped(t, l, r)
+		sha1Src, err := New(Config{Kind: KindKoa, Cookie: "koa:sess", Keys: []string{"k"}}, bytesOf(appKeys), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leg, _ := sha1Src.Adopt(context.Background(), gatewayRequest(cookies), time.Now(), newKey()); leg.Reason != "bad signature" {
+			t.Errorf("a sha1 source verified a sha256 signature: %v %q", leg.Outcome, leg.Reason)
+		}
+	})
+	t.Run("express", func(t *testing.T) {
+		t.Parallel()
+		v := variant{name: "express", app: adopttest.Express, cfg: Config{Kind: KindExpress, Cookie: "app.sid", Path: "/"}}
+		l := startLegacyWith(t, v, adopttest.Options{Cookie: "app.sid", MaxAge: "60000"})
+		cookies := l.login(t, "user=lee")
+		now := time.Now()
+		leg, _, _ := l.adopt(t, cookies, now.Add(2*time.Minute))
+		if leg.Outcome != OutcomeRefused || leg.Reason != "expired" {
+			t.Fatalf("past the cookie's maxAge: %v %q", leg.Outcome, leg.Reason)
+		}
+		leg, _, _ = l.adopt(t, cookies, now)
+		if leg.Outcome != OutcomeAdopted {
+			t.Fatalf("%v %q", leg.Outcome, leg.Reason)
+		}
+		if d := leg.Expires.Sub(now); d < 50*time.Second || d > 70*time.Second {
+			t.Errorf("legacy expiry %v from now, want about the cookie's 60s maxAge", d)
+		}
+	})
 }

@@ -61,6 +61,9 @@ type Options struct {
 	// MaxAge is the session lifetime in milliseconds as the library takes
 	// it ("86400000"; koa also takes "session"). Empty keeps the default.
 	MaxAge string
+	// Algorithm is the HMAC hash koa's keygrip signs with ("sha256",
+	// "sha512"); empty keeps keygrip's sha1. Koa only.
+	Algorithm string
 	// ObjectSession makes connect-mongo store the session as an object
 	// (stringify: false) instead of a JSON string. Express only.
 	ObjectSession bool
@@ -102,6 +105,9 @@ func Start(t testing.TB, app App, o Options) string {
 	}
 	if o.Cookie != "" {
 		env = append(env, "COOKIE="+o.Cookie)
+	}
+	if o.Algorithm != "" {
+		env = append(env, "ALGORITHM="+o.Algorithm)
 	}
 	if o.MaxAge != "" {
 		env = append(env, "MAX_AGE="+o.MaxAge)

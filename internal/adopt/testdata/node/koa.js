@@ -5,7 +5,8 @@
 //
 // Environment: KOA_KEYS (comma-separated, newest first), COOKIE (the
 // session cookie name), STORE ("mongoose" or "cookie"), MONGODB_URI and
-// MONGODB_DB (store mode), MAX_AGE (ms, or "session").
+// MONGODB_DB (store mode), MAX_AGE (ms, or "session"), ALGORITHM (keygrip's
+// HMAC hash; default sha1).
 // It listens on 127.0.0.1 on a free port and prints "listening <port>".
 'use strict';
 
@@ -15,6 +16,11 @@ const session = require('koa-session').default;
 async function main() {
   const app = new Koa();
   app.keys = process.env.KOA_KEYS.split(',');
+  if (process.env.ALGORITHM) {
+    // Apps that want another hash than keygrip's sha1 hand koa a Keygrip.
+    const Keygrip = require('keygrip');
+    app.keys = new Keygrip(app.keys, process.env.ALGORITHM);
+  }
   const opts = { key: process.env.COOKIE || 'koa.sess' };
   if (process.env.MAX_AGE) {
     opts.maxAge = process.env.MAX_AGE === 'session' ? 'session' : Number(process.env.MAX_AGE);
