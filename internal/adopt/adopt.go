@@ -345,6 +345,8 @@ type Source struct {
 	koa    *keygrip          // koa only
 	coll   *mongo.Collection // nil in koa's cookie-only mode
 	claims *claimTable       // koa's cookie-only mode
+	// pending holds the documents this instance claimed, for Sweep.
+	pending pendingList
 }
 
 // New returns the Source for cfg. keys are cfg.Keys with placeholders
@@ -449,6 +451,9 @@ func (s *Source) expired(tls bool) []string {
 // non-nil only when the legacy store failed; the request should then fail
 // as any store outage does.
 func (s *Source) Adopt(ctx context.Context, r *http.Request, now time.Time, key string) (*Legacy, error) {
+	if key == "" {
+		return nil, errors.New("adopt: no gateway store key given")
+	}
 	tls := r.TLS != nil
 	var (
 		leg *Legacy
@@ -471,9 +476,10 @@ func (s *Source) Adopt(ctx context.Context, r *http.Request, now time.Time, key 
 	return leg, nil
 }
 
-// Sweep deletes the legacy documents claimed more than Grace before now
-// (and forgets cookie-only claims as old) and returns how many. Call it
-// periodically, e.g. from the store's sweep.
+// Sweep deletes the legacy documents this instance claimed more than
+// Grace before now (by _id: it never scans the legacy collection), or
+// forgets cookie-only claims as old, and returns how many. Call it
+// periodically, e.g. every minute from the store's sweep loop.
 func (s *Source) Sweep(ctx context.Context, now time.Time) (int64, error) {
 	if s.claims != nil {
 		return s.claims.prune(now.Add(-s.grace)), nil

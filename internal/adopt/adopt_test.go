@@ -293,6 +293,9 @@ func testWalk(t *testing.T, l *legacyApp) {
 		}
 		return
 	}
+	if n, err := l.src.Sweep(context.Background(), now.Add(time.Second)); err != nil || n != 0 || l.document(t, cookies) == nil {
+		t.Fatalf("a sweep within the grace time deleted %d (%v)", n, err)
+	}
 	late, _, _ := l.adopt(t, cookies, after)
 	if late.Outcome != OutcomeRefused || late.Reason != "already adopted" {
 		t.Fatalf("after grace: %v %q", late.Outcome, late.Reason)
@@ -424,6 +427,11 @@ func testRefused(t *testing.T, l *legacyApp) {
 			checkStripped(t, l, r)
 		})
 	}
+	t.Run("no key", func(t *testing.T) {
+		if _, err := l.src.Adopt(context.Background(), gatewayRequest(cookies), now, ""); err == nil {
+			t.Fatal("Adopt without a gateway store key")
+		}
+	})
 	t.Run("no legacy cookie", func(t *testing.T) {
 		r := gatewayRequest([]*http.Cookie{{Name: l.src.name + "x", Value: "1"}})
 		if !l.src.Present(r.Header) {

@@ -64,3 +64,53 @@ func (t *claimTable) pruneLocked(cutoff time.Time) int64 {
 	}
 	return n
 }
+
+// pendingList holds the legacy documents this instance claimed, for Sweep
+// to delete by _id once their grace time is over.
+type pendingList struct {
+	mu    sync.Mutex
+	items map[string]time.Time // _id -> claim time
+}
+
+func (p *pendingList) add(id string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.items == nil {
+		p.items = make(map[string]time.Time)
+	}
+	p.items[id] = at
+}
+
+func (p *pendingList) remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.items, id)
+}
+
+// due returns the ids claimed at or before cutoff, at most maxSweep.
+func (p *pendingList) due(cutoff time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []string
+	for id, at := range p.items {
+		if !at.After(cutoff) {
+			ids = append(ids, id)
+			if len(ids) == maxSweep {
+				break
+			}
+		}
+	}
+	return ids
+}
+
+// done forgets ids once they are deleted.
+func (p *pendingList) done(ids []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range ids {
+		delete(p.items, id)
+	}
+}
+
+// maxSweep bounds one sweep's delete; the next sweep takes the rest.
+const maxSweep = 1000

@@ -65,8 +65,15 @@ func (s *Source) adoptDocument(ctx context.Context, id string, now time.Time, ke
 		again.data = doc.data
 		return s.joined(again, now), nil
 	}
+	s.pending.add(id, now)
 	leg := &Legacy{Outcome: OutcomeAdopted, Data: doc.data, Key: key, Expires: doc.expires}
-	leg.release = func(ctx context.Context) error { return s.unclaim(ctx, id, key, doc.original) }
+	leg.release = func(ctx context.Context) error {
+		if err := s.unclaim(ctx, id, key, doc.original); err != nil {
+			return err
+		}
+		s.pending.remove(id)
+		return nil
+	}
 	return leg, nil
 }
 
@@ -214,12 +221,25 @@ func (s *Source) unclaim(ctx context.Context, id, key string, original bson.RawV
 	return nil
 }
 
-// sweepStore deletes documents claimed before cutoff.
+// sweepStore deletes the documents this instance claimed before cutoff,
+// by _id, so the sweep never scans the legacy collection. Documents
+// claimed by an instance that stopped before sweeping stay; they are
+// refused as "already adopted", their legacy expiry has passed (so a TTL
+// index or the legacy library removes them), and the collection is
+// dropped when the migration window ends.
 func (s *Source) sweepStore(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := s.coll.DeleteMany(ctx, bson.D{{Key: claimField + "." + claimAt, Value: bson.D{{Key: "$lt", Value: bson.NewDateTimeFromTime(cutoff)}}}})
+	ids := s.pending.due(cutoff)
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	res, err := s.coll.DeleteMany(ctx, bson.D{
+		{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}},
+		{Key: claimField + "." + claimAt, Value: bson.D{{Key: "$lte", Value: bson.NewDateTimeFromTime(cutoff)}}},
+	})
 	if err != nil {
 		return 0, s.unavailable("sweeping adopted sessions", err)
 	}
+	s.pending.done(ids)
 	return res.DeletedCount, nil
 }
 
