@@ -24,6 +24,7 @@ type responseWriter struct {
 	repl        *caddy.Replacer
 	wroteHeader bool
 	failure     error
+	values      [2]string // the X-Session and X-Session-Meta request header values
 
 	// kept remembers the headers earlier handlers set (HSTS, CSP, ...):
 	// an error answer keeps them and drops only what the upstream added.

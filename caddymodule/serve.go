@@ -41,8 +41,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
-	r.Header[h.hdr.data] = []string{st.dataHeader()}
-	r.Header[h.hdr.meta] = []string{st.meta()}
+	// The two header values live in rw: two allocations fewer per request
+	// (BenchmarkValidCookieUnchanged).
+	rw.values = [2]string{st.dataHeader(), st.meta()}
+	r.Header[h.hdr.data] = rw.values[0:1:1]
+	r.Header[h.hdr.meta] = rw.values[1:2:2]
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(st.placeholder)
 	st.setSubject(repl)

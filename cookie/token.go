@@ -35,7 +35,9 @@ func NewToken() string {
 // is what a store indexes sessions by, never the token itself.
 func Key(token string) string {
 	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
+	var buf [2 * sha256.Size]byte
+	hex.Encode(buf[:], sum[:])
+	return string(buf[:]) // one allocation (hex.EncodeToString makes two)
 }
 
 // Handle returns a short, non-secret name for the session under key, fit
