@@ -394,7 +394,9 @@ func New(cfg Config, keys [][]byte, db *mongo.Database, check Check) (*Source, e
 func (s *Source) Name() string { return string(s.cfg.Kind) }
 
 // Present reports whether h carries a cookie that may be this source's:
-// the cheap test every request without a gateway session pays.
+// a substring test on the Cookie lines, the only cost a request without
+// legacy cookies pays (no allocation). It may say yes for a similar name;
+// Adopt then answers OutcomeNone.
 func (s *Source) Present(h http.Header) bool {
 	for _, line := range h["Cookie"] {
 		if strings.Contains(line, s.name) {
