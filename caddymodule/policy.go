@@ -49,11 +49,11 @@ func (p policy) expiry(created time.Time, idle time.Duration, now time.Time) tim
 // the configured interval, never more than half the session's own idle
 // timeout, so a short max-age never ends a session that is in use.
 func (p policy) touchInterval(rec *store.Record) time.Duration {
-	half := p.idleFor(rec) / 2
-	if p.touch > 0 && p.touch < half {
-		return p.touch
+	t := p.touch
+	if t <= 0 {
+		t = DefaultTouchInterval
 	}
-	return min(DefaultTouchInterval, half)
+	return min(t, p.idleFor(rec)/2)
 }
 
 // touchDue reports whether an unchanged request at now should extend rec,
