@@ -212,6 +212,12 @@ func validName(s string) bool {
 	return true
 }
 
+// hasPrefixFold is strings.HasPrefix without regard to ASCII case, as
+// browsers match cookie name prefixes.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
 // validAttr reports whether s can be a cookie attribute value: no ";"
 // and no control characters.
 func validAttr(s string) bool {
@@ -438,7 +444,10 @@ func (s *Source) expired(tls bool) []string {
 			v += "; Domain=" + s.cfg.Domain
 		}
 		v += "; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly"
-		if tls {
+		// A prefixed cookie exists only over HTTPS, and browsers take a
+		// Set-Cookie for it only with Secure, even behind a load balancer
+		// that talks plain HTTP to Caddy.
+		if tls || hasPrefixFold(n, "__Secure-") || hasPrefixFold(n, "__Host-") {
 			v += "; Secure"
 		}
 		out = append(out, v)

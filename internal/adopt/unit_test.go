@@ -179,3 +179,45 @@ func BenchmarkPresentWithoutLegacyCookie(b *testing.B) {
 		}
 	}
 }
+
+func TestExpireCookies(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		tls  bool
+		want []string
+	}{
+		{"koa defaults", Config{Kind: KindKoa}, false, []string{
+			"koa.sess=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly",
+			"koa.sess.sig=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly",
+		}},
+		{"express path and domain over TLS", Config{Kind: KindExpress, Path: "/app", Domain: "example.com"}, true, []string{
+			"connect.sid=; Path=/app; Domain=example.com; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Secure",
+		}},
+		{"prefixed name behind a plain-HTTP hop", Config{Kind: KindExpress, Cookie: "__Host-sid"}, false, []string{
+			"__Host-sid=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Secure",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.cfg.Keys = []string{"k"}
+			c.cfg.Collection = "sessions"
+			if c.cfg.Kind == KindKoa {
+				c.cfg.Collection = ""
+			}
+			s := &Source{cfg: c.cfg, name: c.cfg.name()}
+			if c.cfg.Kind == KindKoa {
+				s.koa = &keygrip{}
+			}
+			h := http.Header{"Cookie": {s.name + "=v; theme=dark; " + s.name + ".sig=x"}}
+			got := s.Discard(h, c.tls)
+			if strings.Join(got, "\n") != strings.Join(c.want, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+			}
+			left := strings.Join(h["Cookie"], "; ")
+			if c.cfg.Kind == KindKoa && left != "theme=dark" {
+				t.Errorf("left %q", left)
+			}
+		})
+	}
+}
