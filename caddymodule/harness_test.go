@@ -42,9 +42,26 @@ func freePort(t testing.TB) int {
 // for through query parameters (update, patch, control, status).
 func upstream(t testing.TB) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upstreamCalls.Add(1)
 		q := r.URL.Query()
+		// The body is read first, so request trailers have arrived.
+		_, _ = io.Copy(io.Discard, r.Body)
+		if q.Get("wait") != "" {
+			gateFor(q.Get("wait")).pass()
+		}
 		if q.Get("block") != "" {
 			blockUntil(q.Get("block"))
+		}
+		if d, err := time.ParseDuration(q.Get("delay")); err == nil {
+			time.Sleep(d)
+		}
+		for _, hv := range q["header"] { // header=<name>:<value>
+			name, value, _ := strings.Cut(hv, ":")
+			w.Header().Add(name, value)
+		}
+		for _, tv := range q["trailer"] { // trailer=<name>:<value>, sent after the body
+			name, _, _ := strings.Cut(tv, ":")
+			w.Header().Add("Trailer", name)
 		}
 		if q.Has("hints") {
 			w.Header().Set("X-Session-Patch", `{"evil":1}`)
@@ -80,14 +97,50 @@ func upstream(t testing.TB) *httptest.Server {
 			names = append(names, k)
 		}
 		json.NewEncoder(w).Encode(map[string]any{
-			"session": r.Header.Get("X-Session"),
-			"meta":    r.Header.Get("X-Session-Meta"),
-			"cookie":  r.Header.Values("Cookie"),
-			"names":   names,
+			"session":    r.Header.Get("X-Session"),
+			"meta":       r.Header.Get("X-Session-Meta"),
+			"cookie":     r.Header.Values("Cookie"),
+			"names":      names,
+			"trailer":    r.Trailer,
+			"connection": r.Header.Values("Connection"),
 		})
+		for _, tv := range q["trailer"] {
+			name, value, _ := strings.Cut(tv, ":")
+			w.Header().Set(name, value)
+		}
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// upstreamCalls counts the requests the test upstreams received.
+var upstreamCalls atomic.Int64
+
+// gate holds a request inside the upstream until the test opens it:
+// arrived is closed when the request got there (so its session was
+// loaded), and the request answers once open is closed.
+type gate struct {
+	arrived, open chan struct{}
+	once          sync.Once
+}
+
+// gates holds a *gate per name, made by gateFor.
+var gates sync.Map
+
+// gateFor returns the gate called name, made on first use.
+func gateFor(name string) *gate {
+	v, _ := gates.LoadOrStore(name, &gate{arrived: make(chan struct{}), open: make(chan struct{})})
+	return v.(*gate)
+}
+
+// pass is the upstream's side: say it arrived, then wait for the test
+// to open the gate (at most 5 s, so a failing test does not hang).
+func (g *gate) pass() {
+	g.once.Do(func() { close(g.arrived) })
+	select {
+	case <-g.open:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // barriers holds a channel per name, made by the test before it sends
@@ -178,6 +231,10 @@ type reply struct {
 	RawSession string
 	Cookie     []string
 	Names      []string
+	// Trailer and Connection are the request trailers and Connection
+	// header values the upstream received.
+	Trailer    map[string][]string
+	Connection []string
 	Body       string
 }
 
@@ -191,10 +248,15 @@ func (g *gateway) do(req *http.Request) reply {
 	body, _ := io.ReadAll(resp.Body)
 	out := reply{Status: resp.StatusCode, Header: resp.Header, Body: string(body)}
 	var rep struct {
-		Session string   `json:"session"`
-		Meta    string   `json:"meta"`
-		Cookie  []string `json:"cookie"`
-		Names   []string `json:"names"`
+		Session    string              `json:"session"`
+		Meta       string              `json:"meta"`
+		Cookie     []string            `json:"cookie"`
+		Names      []string            `json:"names"`
+		Trailer    map[string][]string `json:"trailer"`
+		Connection []string            `json:"connection"`
+	}
+	if json.Unmarshal(body, &rep) == nil {
+		out.Cookie, out.Names, out.Trailer, out.Connection = rep.Cookie, rep.Names, rep.Trailer, rep.Connection
 	}
 	if json.Unmarshal(body, &rep) == nil && rep.Session != "" {
 		out.RawSession = rep.Session
@@ -206,9 +268,11 @@ func (g *gateway) do(req *http.Request) reply {
 		}
 		out.Cookie, out.Names = rep.Cookie, rep.Names
 	}
-	for name := range resp.Header {
-		if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "x-session") {
-			g.t.Errorf("session header %s reached the client (status %d)", name, resp.StatusCode)
+	for _, hdr := range []http.Header{resp.Header, resp.Trailer} {
+		for name := range hdr {
+			if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "x-session") {
+				g.t.Errorf("session header %s reached the client (status %d)", name, resp.StatusCode)
+			}
 		}
 	}
 	return out

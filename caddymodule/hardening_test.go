@@ -1,0 +1,418 @@
+package caddymodule
+
+// Regression tests for the hardening issue (7), through a real Caddy:
+// protocol headers on every channel (request trailers, Connection
+// tokens, response trailers, unmatched requests, error answers), sizes,
+// cookies and cross-origin requests. The races are in races_test.go.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/memstore"
+)
+
+// isProtocolName reports whether a header name is one of the protocol's,
+// in any spelling.
+func isProtocolName(name string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "x-session")
+}
+
+// hostOf is the host:port of the gateway.
+func (g *gateway) hostOf() string { return strings.TrimPrefix(g.base, "http://") }
+
+// rawExchange sends raw (a whole HTTP/1.1 request, CRLF line ends) on a
+// new connection and returns the response with its body read (so its
+// trailers are in), the body, and every byte read from the connection.
+func rawExchange(t *testing.T, g *gateway, raw string) (*http.Response, []byte, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", g.hostOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	var wire bytes.Buffer
+	resp, err := http.ReadResponse(bufio.NewReader(io.TeeReader(conn, &wire)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body, wire.Bytes()
+}
+
+// decodeReply reads the upstream's report from a response body.
+func decodeReply(t *testing.T, status int, body []byte) reply {
+	t.Helper()
+	var rep struct {
+		Session    string              `json:"session"`
+		Cookie     []string            `json:"cookie"`
+		Names      []string            `json:"names"`
+		Trailer    map[string][]string `json:"trailer"`
+		Connection []string            `json:"connection"`
+	}
+	if err := json.Unmarshal(body, &rep); err != nil {
+		t.Fatalf("status %d, body is not the upstream's report: %q", status, body)
+	}
+	return reply{Status: status, RawSession: rep.Session, Cookie: rep.Cookie, Names: rep.Names,
+		Trailer: rep.Trailer, Connection: rep.Connection, Body: string(body)}
+}
+
+// patchQuery is the query that makes the upstream send patch.
+func patchQuery(patch string) string { return "patch=" + url.QueryEscape(patch) }
+
+// sessionBody is a session block with the test secret and extra lines.
+func sessionBody(extra string) string {
+	return "\tsession {\n\t\tsecret " + testSecret + "\n" + extra + "\t}\n"
+}
+
+func TestHardeningRequestTrailers(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), basicSession, up)
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	token := g.sessionCookie("session")
+
+	for _, tc := range []struct{ name, cookie string }{
+		{"with a session", "Cookie: session=" + token + "\r\n"},
+		{"new visitor", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spoof := `{"user":"admin"}`
+			raw := "POST /upload HTTP/1.1\r\nHost: " + g.hostOf() + "\r\n" + tc.cookie +
+				"Transfer-Encoding: chunked\r\n" +
+				"Trailer: X-Session, x-session-update, X_Session_Patch, X-SESSION-META, x_session, X-Checksum\r\n" +
+				"Connection: close\r\n\r\n" +
+				"5\r\nhello\r\n0\r\n" +
+				"X-Session: " + spoof + "\r\n" +
+				"x-session-update: " + spoof + "\r\n" +
+				"X_Session_Patch: " + spoof + "\r\n" +
+				"X-SESSION-META: {\"new\":false}\r\n" +
+				"x_session: " + spoof + "\r\n" +
+				"X-Checksum: abc\r\n\r\n"
+			resp, body, _ := rawExchange(t, g, raw)
+			r := decodeReply(t, resp.StatusCode, body)
+			if r.Status != 200 {
+				t.Fatalf("status %d: %s", r.Status, body)
+			}
+			// The channel works: an ordinary trailer gets through.
+			if got := r.Trailer["X-Checksum"]; !slices.Equal(got, []string{"abc"}) {
+				t.Fatalf("the ordinary trailer did not reach the upstream (%v): the test proves nothing", r.Trailer)
+			}
+			for name, vals := range r.Trailer {
+				if isProtocolName(name) {
+					t.Errorf("request trailer %s = %q reached the upstream", name, vals)
+				}
+			}
+			want := "{}"
+			if tc.cookie != "" {
+				want = `{"user":"alice"}`
+			}
+			if r.RawSession != want {
+				t.Errorf("X-Session %s, want %s", r.RawSession, want)
+			}
+		})
+	}
+	if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
+		t.Fatalf("session changed: %s", r.RawSession)
+	}
+}
+
+func TestHardeningConnectionTokens(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), basicSession, up)
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	token := g.sessionCookie("session")
+
+	for _, conn := range []string{
+		"keep-alive, X-Session, X-Session-Meta, X-Drop-Me",
+		"X-SESSION,x_session_meta , X-Drop-Me",
+		"close, x-session",
+	} {
+		t.Run(conn, func(t *testing.T) {
+			raw := "GET / HTTP/1.1\r\nHost: " + g.hostOf() + "\r\nCookie: session=" + token + "\r\n" +
+				"Connection: " + conn + "\r\nX-Drop-Me: 1\r\n\r\n"
+			resp, body, _ := rawExchange(t, g, raw)
+			r := decodeReply(t, resp.StatusCode, body)
+			if r.RawSession != `{"user":"alice"}` {
+				t.Fatalf("the upstream lost X-Session: %q", r.RawSession)
+			}
+			if !slices.Contains(r.Names, "X-Session-Meta") {
+				t.Fatalf("the upstream lost X-Session-Meta: %v", r.Names)
+			}
+			// The other tokens are kept: X-Drop-Me is still hop-by-hop.
+			if strings.Contains(conn, "X-Drop-Me") && slices.Contains(r.Names, "X-Drop-Me") {
+				t.Fatalf("the other Connection tokens were lost: X-Drop-Me reached the upstream")
+			}
+		})
+	}
+}
+
+func TestHardeningResponseTrailers(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), basicSession, up)
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	token := g.sessionCookie("session")
+
+	q := url.Values{"trailer": {
+		`X-Session-Patch:{"user":"mallory"}`,
+		`x-session-update:{"user":"mallory"}`,
+		"X-Session-Control:destroy",
+		"X-Checksum:abc",
+	}}
+	raw := "GET /?" + q.Encode() + " HTTP/1.1\r\nHost: " + g.hostOf() + "\r\nCookie: session=" + token +
+		"\r\nConnection: close\r\n\r\n"
+	resp, body, wire := rawExchange(t, g, raw)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	head, rest, _ := bytes.Cut(wire, []byte("\r\n\r\n"))
+	if !bytes.Contains(bytes.ToLower(head), []byte("transfer-encoding: chunked")) {
+		t.Fatalf("the response is not chunked: the test proves nothing\n%s", head)
+	}
+	// The chunked body ends with a zero-size chunk; the trailer follows.
+	i := bytes.LastIndex(rest, []byte("\r\n0\r\n"))
+	if i < 0 {
+		t.Fatalf("no last chunk in %q", rest)
+	}
+	trailer := rest[i:]
+	if !bytes.Contains(trailer, []byte("X-Checksum: abc")) {
+		t.Fatalf("the ordinary trailer did not reach the client (%q): the test proves nothing", trailer)
+	}
+	for _, part := range [][]byte{head, trailer} {
+		if bytes.Contains(bytes.ToLower(part), []byte("x-session")) || bytes.Contains(bytes.ToLower(part), []byte("x_session")) {
+			t.Errorf("a protocol header reached the client:\n%s", part)
+		}
+	}
+	for name := range resp.Trailer {
+		if isProtocolName(name) {
+			t.Errorf("trailer %s reached the client", name)
+		}
+	}
+	if resp.Header.Get("Set-Cookie") != "" {
+		t.Errorf("a trailer changed the cookie: %q", resp.Header.Get("Set-Cookie"))
+	}
+	_ = body
+	if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
+		t.Fatalf("a response trailer changed the session: %s", r.RawSession)
+	}
+}
+
+func TestHardeningUnmatchedRequests(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), "\tsession /app/* {\n\t\tsecret "+testSecret+"\n\t}\n", up)
+	g.get("/app/?" + patchQuery(`{"user":"alice"}`))
+	token := g.sessionCookie("session")
+	if token == "" {
+		t.Fatal("no session on the matched path")
+	}
+
+	t.Run("spoofed headers and the cookie are stripped", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, g.base+"/other", nil)
+		req.Header.Set("X-Session", `{"user":"admin"}`)
+		req.Header["x_session_meta"] = []string{`{"new":false}`}
+		req.Header.Set("Cookie", "theme=dark")
+		r := g.do(req) // the jar adds the session cookie
+		if r.Status != 200 {
+			t.Fatalf("status %d", r.Status)
+		}
+		for _, n := range r.Names {
+			if isProtocolName(n) {
+				t.Errorf("header %s reached the upstream on an unmatched path", n)
+			}
+		}
+		for _, c := range r.Cookie {
+			if strings.Contains(c, token) || strings.Contains(c, "session=") {
+				t.Errorf("the session cookie reached the upstream on an unmatched path: %q", c)
+			}
+		}
+		if !slices.ContainsFunc(r.Cookie, func(c string) bool { return strings.Contains(c, "theme=dark") }) {
+			t.Errorf("other cookies were dropped: %q", r.Cookie)
+		}
+	})
+	t.Run("the upstream's headers do not reach the client", func(t *testing.T) {
+		r := g.get("/other?update=" + url.QueryEscape(`{"user":"mallory"}`) + "&control=destroy") // g.do checks
+		if r.Status != 200 || r.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))
+		}
+	})
+	if r := g.get("/app/"); r.RawSession != `{"user":"alice"}` {
+		t.Fatalf("session changed by an unmatched request: %s", r.RawSession)
+	}
+}
+
+// flakyMode makes the flaky store fail: 0 never, 1 on writes, 2 always.
+var flakyMode atomic.Int32
+
+// flakyOps records the flaky store's calls when recording is on.
+var flakyOps struct {
+	sync.Mutex
+	on  bool
+	ops []string
+}
+
+// takeFlakyOps returns the recorded calls and starts a new record.
+func takeFlakyOps() []string {
+	flakyOps.Lock()
+	defer flakyOps.Unlock()
+	out := flakyOps.ops
+	flakyOps.ops, flakyOps.on = nil, true
+	return out
+}
+
+// flakyStore is a real memory store that records its calls and fails
+// with store.ErrUnavailable when flakyMode says so: the gateway's store
+// failure path through Caddy. It is http.session.stores.flaky.
+type flakyStore struct {
+	*memstore.Store
+}
+
+func init() { caddy.RegisterModule(new(flakyStore)) }
+
+func (*flakyStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.session.stores.flaky", New: func() caddy.Module { return new(flakyStore) }}
+}
+
+func (f *flakyStore) Provision(caddy.Context) error {
+	f.Store = memstore.New()
+	return nil
+}
+
+func (f *flakyStore) Cleanup() error { return f.Store.Close() }
+
+// UnmarshalCaddyfile accepts `store flaky`.
+func (*flakyStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+// call records op and fails it when flakyMode says so.
+func (*flakyStore) call(op string, write bool) error {
+	flakyOps.Lock()
+	if flakyOps.on {
+		flakyOps.ops = append(flakyOps.ops, op)
+	}
+	flakyOps.Unlock()
+	if m := flakyMode.Load(); m == 2 || (m == 1 && write) {
+		return fmt.Errorf("%w: flaky test store", store.ErrUnavailable)
+	}
+	return nil
+}
+
+func (f *flakyStore) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
+	if err := f.call("find", false); err != nil {
+		return nil, err
+	}
+	return f.Store.Find(ctx, key, now)
+}
+
+func (f *flakyStore) Create(ctx context.Context, key string, rec *store.Record) error {
+	if err := f.call("create", true); err != nil {
+		return err
+	}
+	return f.Store.Create(ctx, key, rec)
+}
+
+func (f *flakyStore) Update(ctx context.Context, key string, rec *store.Record, now time.Time) error {
+	if err := f.call("update", true); err != nil {
+		return err
+	}
+	return f.Store.Update(ctx, key, rec, now)
+}
+
+func (f *flakyStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
+	if err := f.call("touch", true); err != nil {
+		return err
+	}
+	return f.Store.Touch(ctx, key, expires, now)
+}
+
+func (f *flakyStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
+	if err := f.call("rotate", true); err != nil {
+		return err
+	}
+	return f.Store.Rotate(ctx, key, version, successor, until, now)
+}
+
+func (f *flakyStore) Delete(ctx context.Context, key string) error {
+	if err := f.call("delete", true); err != nil {
+		return err
+	}
+	return f.Store.Delete(ctx, key)
+}
+
+func TestHardeningStoreFailureKeepsEarlierHeaders(t *testing.T) {
+	up := upstream(t)
+	const hsts = "max-age=31536000"
+	flaky := "\tsession {\n\t\tstore flaky\n\t\tsecret " + testSecret + "\n\t}\n"
+	for _, tc := range []struct{ name, body string }{
+		{"header directive ordered before the session", "\theader Strict-Transport-Security " + hsts + "\n" + flaky},
+		{"header earlier in a route", "\troute {\n\t\theader Strict-Transport-Security " + hsts + "\n" +
+			strings.ReplaceAll(flaky, "\n\t", "\n\t\t") + "\n\t\treverse_proxy " + strings.TrimPrefix(up.URL, "http://") + "\n\t}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Cleanup(func() { flakyMode.Store(0) })
+			flakyMode.Store(0)
+			g := startGateway(t, globalOptions(t), tc.body, up)
+			g.get("/?" + patchQuery(`{"user":"alice"}`))
+			if g.sessionCookie("session") == "" {
+				t.Fatal("no session")
+			}
+			for _, step := range []struct {
+				name string
+				mode int32
+			}{{"write fails after the upstream answered", 1}, {"load fails before the upstream", 2}} {
+				flakyMode.Store(step.mode)
+				r := g.get("/?" + patchQuery(`{"n":1}`) + "&header=X-Upstream:yes&header=Strict-Transport-Security:max-age=0")
+				flakyMode.Store(0)
+				if r.Status != http.StatusServiceUnavailable {
+					t.Fatalf("%s: status %d, want 503", step.name, r.Status)
+				}
+				h := r.Header
+				if got := h.Values("Strict-Transport-Security"); !slices.Equal(got, []string{hsts}) {
+					t.Errorf("%s: Strict-Transport-Security %q, want exactly %q", step.name, got, hsts)
+				}
+				if h.Get("X-Upstream") != "" || strings.Contains(h.Get("Content-Type"), "json") {
+					t.Errorf("%s: the upstream's headers were kept: %v", step.name, h)
+				}
+				if !strings.Contains(h.Get("Vary"), "Cookie") || !strings.Contains(h.Get("Cache-Control"), "private") || h.Get("Retry-After") != "5" {
+					t.Errorf("%s: Vary %q, Cache-Control %q, Retry-After %q", step.name, h.Get("Vary"), h.Get("Cache-Control"), h.Get("Retry-After"))
+				}
+				if h.Get("Set-Cookie") != "" || strings.Contains(r.Body, "session") {
+					t.Errorf("%s: the upstream's answer leaked: %q", step.name, r.Body)
+				}
+			}
+			if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
+				t.Fatalf("session after the failures: %s", r.RawSession)
+			}
+		})
+	}
+}
+
+// uniqueName is a name no other test uses (memory stores, gates).
+func uniqueName(t *testing.T) string {
+	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + rand.Text()[:8]
+}
