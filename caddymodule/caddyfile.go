@@ -6,7 +6,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
 	"github.com/dustin/go-humanize"
+	"github.com/sessiongate/caddy-session/internal/adopt"
 )
 
 // parseSessionCaddyfile keeps the directive's matcher inside the handler
@@ -47,6 +49,16 @@ func parseSessionCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //	    header_prefix <prefix>
 //	    max_update_size <size>
 //	    subject      <key path>
+//	    adopt koa|express {
+//	        keys|secret <key>...
+//	        cookie      <name>
+//	        collection  <name>
+//	        database    <name>
+//	        algorithm   sha1|sha256|sha512
+//	        path        <path>
+//	        domain      <domain>
+//	        grace       <duration>
+//	    }
 //	    cross_origin [off] {
 //	        trust  <origin>...
 //	        bypass <pattern>...
@@ -121,8 +133,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var v string
 			if v, err = oneArg(d); err == nil {
 				n, perr := humanize.ParseBytes(v)
-				if perr != nil || n > maxHeaderLine {
-					return d.Errf("bad max_update_size %q: want a size such as 8000 or 8KiB, at most 1MiB", v)
+				if perr != nil || n > math.MaxInt32 { // range: Validate
+					return d.Errf("bad max_update_size %q: want a size such as 8000 or 8KiB", v)
 				}
 				h.MaxUpdateSize = int(n)
 			}
@@ -130,6 +142,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Subject, err = oneArg(d)
 		case "cross_origin":
 			h.CrossOrigin, err = parseCrossOrigin(d)
+		case "adopt":
+			var cfg adopt.Config
+			if cfg, err = parseAdopt(d); err == nil {
+				h.Adopt = append(h.Adopt, cfg)
+			}
 		default:
 			return d.Errf("unknown session subdirective %q", opt)
 		}
@@ -164,6 +181,43 @@ func parseCrossOrigin(d *caddyfile.Dispenser) (*CrossOriginConfig, error) {
 	return c, nil
 }
 
+// parseAdopt reads an `adopt koa|express { ... }` block.
+func parseAdopt(d *caddyfile.Dispenser) (adopt.Config, error) {
+	var c adopt.Config
+	kind, err := oneArg(d)
+	if err != nil {
+		return c, err
+	}
+	c.Kind = adopt.Kind(kind)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "keys", "secret":
+			c.Keys = append(c.Keys, d.RemainingArgs()...)
+		case "cookie":
+			c.Cookie, err = oneArg(d)
+		case "algorithm":
+			c.Algorithm, err = oneArg(d)
+		case "collection":
+			c.Collection, err = oneArg(d)
+		case "database":
+			c.Database, err = oneArg(d)
+		case "path":
+			c.Path, err = oneArg(d)
+		case "domain":
+			c.Domain, err = oneArg(d)
+		case "grace":
+			c.Grace, err = durationArg(d)
+		default:
+			return c, d.Errf("unknown adopt option %q", opt)
+		}
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
 // oneArg reads exactly one argument for the subdirective just read.
 func oneArg(d *caddyfile.Dispenser) (string, error) {
 	if !d.NextArg() {
@@ -176,8 +230,8 @@ func oneArg(d *caddyfile.Dispenser) (string, error) {
 	return v, nil
 }
 
-// durationArg reads one positive duration for the subdirective just read,
-// naming the subdirective in the error.
+// durationArg reads one duration for the subdirective just read, naming
+// the subdirective in the error. Its range is Validate's.
 func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	opt := d.Val()
 	v, err := oneArg(d)
@@ -185,8 +239,8 @@ func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, err
 	}
 	dur, err := caddy.ParseDuration(v)
-	if err != nil || dur <= 0 {
-		return 0, d.Errf("bad %s %q: want a positive duration such as 30m", opt, v)
+	if err != nil {
+		return 0, d.Errf("bad %s %q: want a duration such as 30m", opt, v)
 	}
 	return caddy.Duration(dur), nil
 }

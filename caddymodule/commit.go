@@ -51,6 +51,12 @@ func (st *state) commit(hdr http.Header) error {
 	if st.expireCookie {
 		st.setCookie(hdr, nil)
 	}
+	for _, c := range st.legacyExpire {
+		hdr.Add("Set-Cookie", c)
+	}
+	if st.sendCookie {
+		st.setCookie(hdr, st.rec)
+	}
 	if st.in.Empty() {
 		st.touch(hdr)
 		st.markPrivate(hdr)
@@ -61,7 +67,7 @@ func (st *state) commit(hdr http.Header) error {
 		return st.badUpstream(err)
 	}
 	if st.rotated {
-		st.h.logger.Info("a request that started before a login sent session changes; they were dropped")
+		st.h.logger.Info("session changes dropped: the request's session was regenerated or adopted by a concurrent request", zap.String("session", st.handle()))
 		return nil
 	}
 	// Writes outlive a client that hangs up mid-response: a regenerate
@@ -101,7 +107,7 @@ func (st *state) end() { st.rec, st.key, st.token = nil, "", "" }
 // per touch interval, so unchanged requests cost no write.
 func (st *state) touch(hdr http.Header) {
 	h := st.h
-	if st.rec == nil {
+	if st.rec == nil || st.rotated {
 		return
 	}
 	exp, due := h.policy.touchDue(st.rec, st.now)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/internal/adopt"
 	"github.com/sessiongate/caddy-session/internal/protocol"
 	"github.com/sessiongate/caddy-session/store"
 )
@@ -100,6 +101,12 @@ type Handler struct {
 	// requests that carry the session cookie. On by default.
 	CrossOrigin *CrossOriginConfig `json:"cross_origin,omitempty"`
 
+	// Adopt lists legacy session sources (koa-session, express-session):
+	// a request without a live gateway session but with a valid legacy
+	// session cookie gets a gateway session with the same data, once. See
+	// docs/migrating.md.
+	Adopt []adopt.Config `json:"adopt,omitempty"`
+
 	matchers caddyhttp.MatcherSets
 	store    store.Store
 	index    store.SubjectIndex // nil when the store cannot find by subject
@@ -110,6 +117,7 @@ type Handler struct {
 	maxLine  int
 	subject  []string
 	csrf     *http.CrossOriginProtection
+	sources  []*adopt.Source
 	logger   *zap.Logger
 	live     *liveState
 }
@@ -146,6 +154,8 @@ type liveState struct {
 	skew atomic.Int64
 	// warned is set once a dropped response trailer was logged.
 	warned atomic.Bool
+	// stop ends the adopted legacy sessions' sweep; nil without one.
+	stop chan struct{}
 }
 
 // now reads the handler's clock.
@@ -256,12 +266,17 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if _, ok := st.(*MemoryStore); ok {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
 	}
-	return nil
+	return h.provisionAdopt(mod)
 }
 
-// Cleanup unregisters the handler from the admin API.
+// Cleanup unregisters the handler from the admin API and stops the
+// adopted legacy sessions' sweep.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	if h.live != nil && h.live.stop != nil {
+		close(h.live.stop)
+		h.live.stop = nil
+	}
 	return nil
 }
 
@@ -308,6 +323,11 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxUpdateSize != 0 && (h.MaxUpdateSize < len(h.hdr.data)+2+64 || h.MaxUpdateSize > maxHeaderLine) {
 		return fmt.Errorf("max_update_size %d: want between %d bytes and 1MiB", h.MaxUpdateSize, len(h.hdr.data)+2+64)
+	}
+	for i := range h.Adopt {
+		if err := h.Adopt[i].Validate(); err != nil {
+			return err
+		}
 	}
 	if h.Subject != "" && (strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".")) {
 		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)

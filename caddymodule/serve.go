@@ -41,6 +41,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
+	if h.sources != nil {
+		if err := h.adoptLegacy(r, st); err != nil {
+			return rw.answerError(err)
+		}
+	}
 	// The two header values live in rw: two allocations fewer per request
 	// (BenchmarkValidCookieUnchanged).
 	rw.values = [2]string{st.dataHeader(), st.meta()}

@@ -25,8 +25,10 @@ type state struct {
 	now          time.Time
 	passive      bool           // the matcher did not match: clean only
 	hadCookie    bool           // the request carried a cookie of our name
-	rotated      bool           // the cookie names a session that moved to a new token
+	rotated      bool           // read-only: the session moved to a new token, or another request adopted it
 	expireCookie bool           // the stored session was ended on load
+	sendCookie   bool           // the session was created on load (adopted): set its cookie
+	legacyExpire []string       // Set-Cookie values that expire legacy session cookies
 	token        string         // verified token; empty without a session
 	key          string         // store key of token
 	rec          *store.Record  // nil when the visitor has no session yet
