@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/sessiongate/caddy-session/internal/mongotest"
+	"github.com/sessiongate/caddy-session/internal/wiretest"
 	"github.com/sessiongate/caddy-session/store"
 	"github.com/sessiongate/caddy-session/store/storetest"
 )
@@ -30,12 +31,13 @@ func TestMain(m *testing.M) {
 
 func TestMongoDBStoreCaddyfile(t *testing.T) {
 	d := caddyfile.NewTestDispenser(`mongodb {
-		uri            {env.MONGODB_URI}
-		database       app
-		collection     web_sessions
-		timeout        1500ms
-		write_concern  1
-		sweep_interval 30s
+		uri             {env.MONGODB_URI}
+		database        app
+		collection      web_sessions
+		timeout         1500ms
+		connect_timeout 12s
+		write_concern   1
+		sweep_interval  30s
 	}`)
 	var m MongoDBStore
 	if err := m.UnmarshalCaddyfile(d); err != nil {
@@ -45,9 +47,10 @@ func TestMongoDBStoreCaddyfile(t *testing.T) {
 		URI:           "{env.MONGODB_URI}",
 		Database:      "app",
 		Collection:    "web_sessions",
-		Timeout:       caddy.Duration(1500 * time.Millisecond),
-		WriteConcern:  "1",
-		SweepInterval: caddy.Duration(30 * time.Second),
+		Timeout:        caddy.Duration(1500 * time.Millisecond),
+		ConnectTimeout: caddy.Duration(12 * time.Second),
+		WriteConcern:   "1",
+		SweepInterval:  caddy.Duration(30 * time.Second),
 	}
 	if m != want {
 		t.Fatalf("parsed %+v, want %+v", m, want)
@@ -71,9 +74,6 @@ func TestMongoDBStoreCaddyfile(t *testing.T) {
 		{"mongodb {\n uri\n}", "argument"},
 		{"mongodb {\n uri a b\n}", "argument"},
 		{"mongodb {\n uri a\n timeout soon\n}", "timeout"},
-		{"mongodb {\n uri a\n timeout -1s\n}", "timeout"},
-		{"mongodb {\n uri a\n sweep_interval 0s\n}", "sweep_interval"},
-		{"mongodb {\n database x\n}", "uri"},
 		{"mongodb a b", "argument"},
 	} {
 		var m MongoDBStore
@@ -221,5 +221,132 @@ func TestMongoDBStoreProvisionErrors(t *testing.T) {
 	}
 	if err := (&MongoDBStore{Timeout: -1}).Validate(); err == nil {
 		t.Error("negative timeout validated")
+	}
+}
+
+// provisionErr provisions m as Caddy would (Provision, then Validate) and
+// cleans it up, returning the first error.
+func provisionErr(m *MongoDBStore) error {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := m.Provision(ctx)
+	if err == nil {
+		err = m.Validate()
+	}
+	m.Cleanup()
+	return err
+}
+
+// TestMongoDBStoreSameErrors: a bad setting gives the same error whether
+// the config is JSON or a Caddyfile: the parser only assigns, the checks
+// live in Validate and mongostore.Options.Validate.
+func TestMongoDBStoreSameErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, json, caddyfile, want string
+	}{
+		{"no uri", `{}`, "mongodb", "uri is required"},
+		{"database", `{"uri":"mongodb://127.0.0.1:1/","database":"a.b"}`, "mongodb mongodb://127.0.0.1:1/ {\n database a.b\n}", "invalid database name"},
+		{"collection", `{"uri":"mongodb://127.0.0.1:1/","collection":"system.x"}`, "mongodb mongodb://127.0.0.1:1/ {\n collection system.x\n}", "invalid collection name"},
+		{"write concern", `{"uri":"mongodb://127.0.0.1:1/","write_concern":"0"}`, "mongodb mongodb://127.0.0.1:1/ {\n write_concern 0\n}", "write concern"},
+		{"negative timeout", `{"uri":"mongodb://127.0.0.1:1/","timeout":"-1s"}`, "mongodb mongodb://127.0.0.1:1/ {\n timeout -1s\n}", "timeout must not be negative"},
+		{"negative sweep interval", `{"uri":"mongodb://127.0.0.1:1/","sweep_interval":"-1m"}`, "mongodb mongodb://127.0.0.1:1/ {\n sweep_interval -1m\n}", "sweep interval must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fromJSON, fromCaddyfile MongoDBStore
+			if err := json.Unmarshal([]byte(tc.json), &fromJSON); err != nil {
+				t.Fatal(err)
+			}
+			if err := fromCaddyfile.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.caddyfile)); err != nil {
+				t.Fatalf("UnmarshalCaddyfile refused what it should only assign: %v", err)
+			}
+			errJSON, errCaddyfile := provisionErr(&fromJSON), provisionErr(&fromCaddyfile)
+			if errJSON == nil || !strings.Contains(errJSON.Error(), tc.want) {
+				t.Fatalf("JSON config: %v, want an error about %q", errJSON, tc.want)
+			}
+			if errCaddyfile == nil || errCaddyfile.Error() != errJSON.Error() {
+				t.Fatalf("Caddyfile config: %v; JSON config: %v; want the same error", errCaddyfile, errJSON)
+			}
+		})
+	}
+	if err := (&MongoDBStore{ConnectTimeout: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "connect_timeout") {
+		t.Fatalf("negative connect_timeout: %v", err)
+	}
+}
+
+// TestMongoDBStoreAfterCleanup: a request of an old config that outlives
+// a reload gets store.ErrUnavailable (503) from every method, never a nil
+// dereference.
+func TestMongoDBStoreAfterCleanup(t *testing.T) {
+	t.Parallel()
+	srv := wiretest.New(t)
+	m := provisionMongo(t, &MongoDBStore{URI: srv.URI()})
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, now := t.Context(), time.Now()
+	si := m.SubjectIndex()
+	if si == nil {
+		t.Fatal("no subject index after cleanup")
+	}
+	for _, c := range []struct {
+		name string
+		call func() error
+	}{
+		{"Find", func() error { _, err := m.Find(ctx, "k", now); return err }},
+		{"Create", func() error { return m.Create(ctx, "k", &store.Record{}) }},
+		{"Update", func() error { return m.Update(ctx, "k", &store.Record{}, now) }},
+		{"Touch", func() error { return m.Touch(ctx, "k", now, now) }},
+		{"Rotate", func() error { return m.Rotate(ctx, "k", 1, "abcdefabcdef", now, now) }},
+		{"Delete", func() error { return m.Delete(ctx, "k") }},
+		{"FindBySubject", func() error { _, err := si.FindBySubject(ctx, "s", now); return err }},
+		{"DeleteBySubject", func() error { _, err := si.DeleteBySubject(ctx, "s", ""); return err }},
+		{"DeleteByHandle", func() error { _, err := si.DeleteByHandle(ctx, "0123456789ab"); return err }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.call(); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("after Cleanup: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+	if n := len(srv.CommandsNamed("find")) + len(srv.CommandsNamed("insert")); n != 0 {
+		t.Fatalf("%d commands reached the server after Cleanup", n)
+	}
+}
+
+// TestMongoDBStoreCleanupWaitsForCalls: Cleanup lets a call in flight
+// finish on the client before it releases the client (here the last
+// reference, so the client is disconnected after the call ended).
+func TestMongoDBStoreCleanupWaitsForCalls(t *testing.T) {
+	t.Parallel()
+	srv := wiretest.New(t)
+	srv.Handle("find", func(wiretest.Command) wiretest.Reply { return wiretest.Reply{Stall: true} })
+	m := provisionMongo(t, &MongoDBStore{URI: srv.URI(), Timeout: caddy.Duration(300 * time.Millisecond)})
+	client := m.client
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Find(context.Background(), "k", time.Now())
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(srv.CommandsNamed("find")) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the find never reached the server")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, mongo.ErrClientDisconnected) {
+			t.Fatalf("the call in flight ended with %v, want its own timeout (ErrUnavailable), not a disconnect", err)
+		}
+	default:
+		t.Fatal("Cleanup returned while a call was still in flight")
+	}
+	if err := client.Ping(t.Context(), nil); !errors.Is(err, mongo.ErrClientDisconnected) {
+		t.Fatalf("Ping after the last Cleanup: %v, want ErrClientDisconnected", err)
 	}
 }
