@@ -1,0 +1,258 @@
+package caddymodule
+
+// Races around login, logout and concurrent writes (hardening issue 7,
+// section 2), through a real Caddy with the memory and MongoDB stores.
+// Requests meet inside the upstream at gates and barriers, never by
+// sleeping.
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessiongate/caddy-session/internal/mongotest"
+)
+
+// raceStores are the stores the race tests run against: a session body
+// for each, made on demand (MongoDB needs a database per test).
+var raceStores = []struct {
+	name string
+	body func(t *testing.T) string
+}{
+	{"memory", func(t *testing.T) string {
+		return sessionBody("\t\tstore memory " + uniqueName(t) + "\n")
+	}},
+	{"mongodb", func(t *testing.T) string {
+		uri, db := mongotest.Database(t)
+		return mongoSessionBody(uri, db, "", "")
+	}},
+}
+
+// goGet sends GET path from g's browser in the background; the reply
+// comes on the channel.
+func (g *gateway) goGet(path string) <-chan reply {
+	ch := make(chan reply, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, g.base+path, nil)
+		ch <- g.do(req)
+	}()
+	return ch
+}
+
+// setCookies are the Set-Cookie values of r for the session cookie.
+func sessionSetCookies(r reply) []*http.Cookie {
+	var out []*http.Cookie
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == "session" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestRaceLogoutSticks(t *testing.T) {
+	for _, st := range raceStores {
+		t.Run(st.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), st.body(t), up)
+			g.get("/?" + patchQuery(`{"user":"alice"}`))
+			old := g.sessionCookie("session")
+
+			// A: a login (regenerate) whose upstream answers only after
+			// B, a logout, has ended the session.
+			gate := uniqueName(t)
+			a := g.goGet("/?wait=" + gate + "&control=regenerate&" + patchQuery(`{"step":"login"}`))
+			<-gateFor(gate).arrived
+			b := g.get("/?control=destroy")
+			if sc := b.Header.Get("Set-Cookie"); !strings.Contains(sc, "Max-Age=0") {
+				t.Fatalf("logout did not expire the cookie: %q", sc)
+			}
+			close(gateFor(gate).open)
+			ra := <-a
+			if ra.Status != 200 {
+				t.Fatalf("the late regenerate: status %d", ra.Status)
+			}
+			for _, c := range sessionSetCookies(ra) {
+				if c.MaxAge >= 0 && c.Value != "" {
+					t.Errorf("the late regenerate set a new session cookie")
+					v := g.visitor()
+					v.setCookie("session", c.Value)
+					if r := v.get("/"); r.RawSession != "{}" {
+						t.Fatalf("logout undone: the regenerate's cookie reads %s", r.RawSession)
+					}
+				}
+			}
+			for _, tok := range []string{old, g.sessionCookie("session")} {
+				if tok == "" {
+					continue
+				}
+				v := g.visitor()
+				v.setCookie("session", tok)
+				if r := v.get("/"); r.RawSession != "{}" || !r.Meta.New {
+					t.Fatalf("logout undone: a cookie reads %s", r.RawSession)
+				}
+			}
+		})
+	}
+}
+
+func TestRaceSlowRequestDoesNotUndoLogin(t *testing.T) {
+	for _, st := range raceStores {
+		t.Run(st.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), st.body(t), up)
+			g.get("/?" + patchQuery(`{"n":1}`))
+			before := g.sessionCookie("session")
+
+			// A slow request loads the session, then a login regenerates
+			// it, then the slow request writes.
+			gate := uniqueName(t)
+			slow := g.goGet("/?wait=" + gate + "&" + patchQuery(`{"slow":1}`))
+			<-gateFor(gate).arrived
+			login := g.get("/?control=regenerate&" + patchQuery(`{"user":"bob"}`))
+			after := g.sessionCookie("session")
+			if login.Status != 200 || after == "" || after == before {
+				t.Fatalf("login: status %d, new cookie %v", login.Status, after != before)
+			}
+			close(gateFor(gate).open)
+			rs := <-slow
+			if rs.Status != 200 {
+				t.Fatalf("slow request: status %d", rs.Status)
+			}
+			if sc := rs.Header.Values("Set-Cookie"); len(sc) != 0 {
+				t.Fatalf("the slow request sent a cookie, which would undo the login: %q", sc)
+			}
+			if g.sessionCookie("session") != after {
+				t.Fatal("the login's cookie was replaced")
+			}
+			r := g.get("/")
+			if r.RawSession != `{"n":1,"user":"bob"}` || r.Meta.New {
+				t.Fatalf("after login and slow write: %s (new %v); want the login's data without the slow change", r.RawSession, r.Meta.New)
+			}
+			// The new session keeps working.
+			g.get("/?" + patchQuery(`{"n":2}`))
+			if r := g.get("/"); r.RawSession != `{"n":2,"user":"bob"}` {
+				t.Fatalf("write after login: %s", r.RawSession)
+			}
+		})
+	}
+}
+
+func TestRaceConcurrentNestedPatchesAllSurvive(t *testing.T) {
+	for _, st := range raceStores {
+		t.Run(st.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), st.body(t), up)
+			g.get("/?" + patchQuery(`{"a":{"x":0,"d":{"e":{"z":0}}}}`))
+			want := map[string]any{"x": float64(0), "d": map[string]any{"e": map[string]any{"z": float64(0)}}}
+			for round, pair := range [][2]string{
+				{`{"a":{"b":1}}`, `{"a":{"c":1}}`},
+				{`{"a":{"d":{"f":1}}}`, `{"a":{"d":{"g":1}}}`},
+				{`{"a":{"d":{"e":{"h":1}}}}`, `{"a":{"d":{"e":{"i":1}}}}`},
+				{`{"a":{"b":null}}`, `{"a":{"d":{"e":{"z":null}}}}`},
+			} {
+				meet := uniqueName(t)
+				var wg sync.WaitGroup
+				for _, p := range pair {
+					wg.Go(func() {
+						req, _ := http.NewRequest(http.MethodGet, g.base+"/?block="+meet+"&"+patchQuery(p), nil)
+						if r := g.do(req); r.Status != 200 {
+							t.Errorf("round %d %s: status %d", round, p, r.Status)
+						}
+					})
+				}
+				wg.Wait()
+				a := want
+				switch round {
+				case 0:
+					a["b"], a["c"] = float64(1), float64(1)
+				case 1:
+					d := a["d"].(map[string]any)
+					d["f"], d["g"] = float64(1), float64(1)
+				case 2:
+					e := a["d"].(map[string]any)["e"].(map[string]any)
+					e["h"], e["i"] = float64(1), float64(1)
+				case 3:
+					delete(a, "b")
+					delete(a["d"].(map[string]any)["e"].(map[string]any), "z")
+				}
+				r := g.get("/")
+				if got, exp := fmt.Sprint(r.Session), fmt.Sprint(map[string]any{"a": want}); got != exp {
+					t.Fatalf("round %d: a concurrent patch was lost:\n got %s\nwant %s", round, got, exp)
+				}
+			}
+		})
+	}
+}
+
+// TestRaceCASCostMemory counts the store calls of each kind of request
+// with no conflict: one read, and one write when something changes.
+func TestRaceCASCostMemory(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), "\tsession {\n\t\tstore flaky\n\t\tsecret "+testSecret+"\n\t}\n", up)
+	t.Cleanup(func() {
+		flakyOps.Lock()
+		flakyOps.on, flakyOps.ops = false, nil
+		flakyOps.Unlock()
+	})
+	for _, step := range []struct {
+		name, query string
+		want        []string
+	}{
+		{"create", patchQuery(`{"a":{"b":{"c":1}}}`), []string{"create"}},
+		{"read", "", []string{"find"}},
+		{"patch", patchQuery(`{"n":1}`), []string{"find", "update"}},
+		{"deep patch", patchQuery(`{"a":{"b":{"d":2}}}`), []string{"find", "update"}},
+		{"update", "update=" + url.QueryEscape(`{"a":{"b":{"c":3}}}`), []string{"find", "update"}},
+		{"unchanged patch", patchQuery(`{"a":{"b":{"c":3}}}`), []string{"find"}},
+		{"regenerate", "control=regenerate", []string{"find", "create", "rotate"}},
+		{"destroy", "control=destroy", []string{"find", "delete"}},
+	} {
+		takeFlakyOps()
+		if r := g.get("/?" + step.query); r.Status != 200 {
+			t.Fatalf("%s: status %d", step.name, r.Status)
+		}
+		if got := takeFlakyOps(); !slices.Equal(got, step.want) {
+			t.Errorf("%s: store calls %q, want %q", step.name, got, step.want)
+		}
+	}
+}
+
+// TestRaceCASCostMongoDB counts MongoDB commands of changing requests
+// under compare-and-set, nested patches included: find and update.
+func TestRaceCASCostMongoDB(t *testing.T) {
+	uri, db := mongotest.Database(t)
+	up := upstream(t)
+	counter := &sessionCommands{db: db}
+	testCommandMonitor = counter.monitor()
+	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "\t\t\ttimeout 4322ms\n", ""), up)
+	testCommandMonitor = nil
+	if n, _ := mongoClients.References(mongoClientKey(uri, 4322*time.Millisecond)); n != 1 {
+		t.Fatalf("pool references = %d, want 1", n)
+	}
+	for _, step := range []struct {
+		name, query string
+		want        []string
+	}{
+		{"create", patchQuery(`{"a":{"b":{"c":1}}}`), []string{"insert"}},
+		{"deep patch", patchQuery(`{"a":{"b":{"d":2}}}`), []string{"find", "update"}},
+		{"top-level patch", patchQuery(`{"n":1}`), []string{"find", "update"}},
+		{"update", "update=" + url.QueryEscape(`{"a":{"b":{"c":3}}}`), []string{"find", "update"}},
+	} {
+		counter.take()
+		if r := g.get("/?" + step.query); r.Status != 200 {
+			t.Fatalf("%s: status %d", step.name, r.Status)
+		}
+		if got := counter.take(); !slices.Equal(got, step.want) {
+			t.Errorf("%s: commands %q, want %q", step.name, got, step.want)
+		}
+	}
+	if r := g.get("/"); r.RawSession != `{"a":{"b":{"c":3}}}` {
+		t.Fatalf("data %s", r.RawSession)
+	}
+}
