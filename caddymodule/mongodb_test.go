@@ -44,9 +44,9 @@ func TestMongoDBStoreCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := MongoDBStore{
-		URI:           "{env.MONGODB_URI}",
-		Database:      "app",
-		Collection:    "web_sessions",
+		URI:            "{env.MONGODB_URI}",
+		Database:       "app",
+		Collection:     "web_sessions",
 		Timeout:        caddy.Duration(1500 * time.Millisecond),
 		ConnectTimeout: caddy.Duration(12 * time.Second),
 		WriteConcern:   "1",
