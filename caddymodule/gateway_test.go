@@ -21,96 +21,102 @@ const basicSession = "\tsession {\n\t\tsecret " + testSecret + "\n\t}\n"
 func TestProtocolWalk(t *testing.T) {
 	up := upstream(t)
 	g := startGateway(t, globalOptions(t), basicSession, up)
+	var first, before, after string
 
-	// A new visitor gets an empty session and no cookie.
-	r := g.get("/")
-	if r.Status != 200 || r.RawSession != "{}" || !r.Meta.New || r.Meta.ID != "" {
-		t.Fatalf("new visitor: %+v", r)
-	}
-	if r.Header.Get("Set-Cookie") != "" {
-		t.Fatal("a visitor without data must get no cookie")
-	}
-	if !strings.Contains(r.Header.Get("Vary"), "Cookie") {
-		t.Fatal("responses must vary on Cookie")
-	}
-	// Writing nothing still creates nothing.
-	if r := g.get("/?patch=" + url.QueryEscape(`{}`)); r.Header.Get("Set-Cookie") != "" {
-		t.Fatal("an empty patch must not create a session")
-	}
-
-	// The first write creates the session and sets the cookie.
-	r = g.get("/?patch=" + url.QueryEscape(`{"user":{"name":"Zoë"},"n":1}`))
-	sc := r.Header.Get("Set-Cookie")
-	for _, want := range []string{"session=", "HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="} {
-		if !strings.Contains(sc, want) {
-			t.Fatalf("Set-Cookie %q lacks %s", sc, want)
+	g.step(t, "new visitor gets an empty session and no cookie", func(t *testing.T, g *gateway) {
+		r := g.get("/")
+		if r.Status != 200 || r.RawSession != "{}" || !r.Meta.New || r.Meta.ID != "" {
+			t.Fatalf("new visitor: %+v", r)
 		}
-	}
-	if strings.Contains(sc, "Secure") {
-		t.Fatal("Secure over plain HTTP in auto mode")
-	}
-	if !strings.Contains(r.Header.Get("Cache-Control"), "private") {
-		t.Fatalf("a response that sets a session must not be cacheable by shared caches: %q", r.Header.Get("Cache-Control"))
-	}
-	first := g.sessionCookie("session")
-
-	// Read back: the data, ASCII only, and the cookie kept from the upstream.
-	r = g.get("/")
-	if r.Meta.New || len(r.Meta.ID) != 12 || r.Meta.Expires <= time.Now().Unix() {
-		t.Fatalf("meta %+v", r.Meta)
-	}
-	if r.RawSession != `{"n":1,"user":{"name":"Zo\u00eb"}}` {
-		t.Fatalf("X-Session %s", r.RawSession)
-	}
-	for _, c := range r.Cookie {
-		if strings.Contains(c, first) || strings.Contains(c, "session=") {
-			t.Fatalf("session cookie reached the upstream: %q", c)
+		if r.Header.Get("Set-Cookie") != "" {
+			t.Fatal("a visitor without data must get no cookie")
 		}
-	}
-	if r.Header.Get("Set-Cookie") != "" {
-		t.Fatal("an unchanged session must not re-send the cookie")
-	}
-	if !strings.Contains(r.Header.Get("Cache-Control"), "private") || !strings.Contains(r.Header.Get("Vary"), "Cookie") {
-		t.Fatalf("a response that read a session must vary on Cookie and be private: %q / %q", r.Header.Get("Vary"), r.Header.Get("Cache-Control"))
-	}
+		if !strings.Contains(r.Header.Get("Vary"), "Cookie") {
+			t.Fatal("responses must vary on Cookie")
+		}
+		if r := g.get("/?patch=" + url.QueryEscape(`{}`)); r.Header.Get("Set-Cookie") != "" {
+			t.Fatal("an empty patch must not create a session")
+		}
+	})
 
-	walkPatchAndUpdate(t, g)
+	g.step(t, "first write creates the session and sets the cookie", func(t *testing.T, g *gateway) {
+		r := g.get("/?patch=" + url.QueryEscape(`{"user":{"name":"Zoë"},"n":1}`))
+		sc := r.Header.Get("Set-Cookie")
+		for _, want := range []string{"session=", "HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="} {
+			if !strings.Contains(sc, want) {
+				t.Fatalf("Set-Cookie %q lacks %s", sc, want)
+			}
+		}
+		if strings.Contains(sc, "Secure") {
+			t.Fatal("Secure over plain HTTP in auto mode")
+		}
+		if !strings.Contains(r.Header.Get("Cache-Control"), "private") {
+			t.Fatalf("a response that sets a session must not be cacheable by shared caches: %q", r.Header.Get("Cache-Control"))
+		}
+		first = g.sessionCookie("session")
+	})
 
-	// Regenerate: new token, same data, old cookie dead at once.
-	before := g.sessionCookie("session")
-	r = g.get("/?control=regenerate")
-	after := g.sessionCookie("session")
-	if after == before || after == "" {
-		t.Fatal("regenerate must set a new cookie")
-	}
-	if r = g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
-		t.Fatalf("regenerate must keep the data: %v", r.Session)
-	}
-	g.setCookie("session", before)
-	if r = g.get("/"); r.RawSession != "{}" || !r.Meta.New {
-		t.Fatalf("old cookie still works after regenerate: %v", r.Session)
-	}
-	g.setCookie("session", after)
+	g.step(t, "read back: ASCII data, cookie kept from the upstream, private", func(t *testing.T, g *gateway) {
+		r := g.get("/")
+		if r.Meta.New || len(r.Meta.ID) != 12 || r.Meta.Expires <= time.Now().Unix() {
+			t.Fatalf("meta %+v", r.Meta)
+		}
+		if r.RawSession != `{"n":1,"user":{"name":"Zo\u00eb"}}` {
+			t.Fatalf("X-Session %s", r.RawSession)
+		}
+		for _, c := range r.Cookie {
+			if strings.Contains(c, first) || strings.Contains(c, "session=") {
+				t.Fatalf("session cookie reached the upstream: %q", c)
+			}
+		}
+		if r.Header.Get("Set-Cookie") != "" {
+			t.Fatal("an unchanged session must not re-send the cookie")
+		}
+		if !strings.Contains(r.Header.Get("Cache-Control"), "private") || !strings.Contains(r.Header.Get("Vary"), "Cookie") {
+			t.Fatalf("a response that read a session must vary on Cookie and be private: %q / %q", r.Header.Get("Vary"), r.Header.Get("Cache-Control"))
+		}
+	})
 
-	// Destroy: gone server-side, cookie expired.
-	r = g.get("/?control=destroy")
-	if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, "Max-Age=0") {
-		t.Fatalf("destroy must expire the cookie: %q", sc)
-	}
-	if g.sessionCookie("session") != "" {
-		t.Fatal("jar still has the cookie")
-	}
-	g.setCookie("session", after)
-	if r = g.get("/"); r.RawSession != "{}" {
-		t.Fatal("destroyed session still readable")
-	}
+	g.step(t, "patch and update", func(t *testing.T, g *gateway) { walkPatchAndUpdate(t, g) })
 
-	// Update null destroys too.
-	g.get("/?patch=" + url.QueryEscape(`{"a":1}`))
-	g.get("/?update=null")
-	if r = g.get("/"); r.RawSession != "{}" {
-		t.Fatal("update null must destroy")
-	}
+	g.step(t, "regenerate: new token, same data, old cookie dead at once", func(t *testing.T, g *gateway) {
+		before = g.sessionCookie("session")
+		g.get("/?control=regenerate")
+		after = g.sessionCookie("session")
+		if after == before || after == "" {
+			t.Fatal("regenerate must set a new cookie")
+		}
+		if r := g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
+			t.Fatalf("regenerate must keep the data: %v", r.Session)
+		}
+		g.setCookie("session", before)
+		if r := g.get("/"); r.RawSession != "{}" || !r.Meta.New {
+			t.Fatalf("old cookie still works after regenerate: %v", r.Session)
+		}
+		g.setCookie("session", after)
+	})
+
+	g.step(t, "destroy: gone server-side, cookie expired", func(t *testing.T, g *gateway) {
+		r := g.get("/?control=destroy")
+		if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, "Max-Age=0") {
+			t.Fatalf("destroy must expire the cookie: %q", sc)
+		}
+		if g.sessionCookie("session") != "" {
+			t.Fatal("jar still has the cookie")
+		}
+		g.setCookie("session", after)
+		if r := g.get("/"); r.RawSession != "{}" {
+			t.Fatal("destroyed session still readable")
+		}
+	})
+
+	g.step(t, "update null destroys too", func(t *testing.T, g *gateway) {
+		g.get("/?patch=" + url.QueryEscape(`{"a":1}`))
+		g.get("/?update=null")
+		if r := g.get("/"); r.RawSession != "{}" {
+			t.Fatal("update null must destroy")
+		}
+	})
 }
 
 // walkPatchAndUpdate checks patch, null patch and update on a session

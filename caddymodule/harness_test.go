@@ -168,6 +168,18 @@ type gateway struct {
 	jar    http.CookieJar
 }
 
+// step runs one named step of a walk as a subtest, with the gateway's
+// client bound to the subtest so a failure stops only that step's
+// goroutine. Later steps build on earlier ones: the walk stops at the
+// first failed step.
+func (g *gateway) step(t *testing.T, name string, fn func(t *testing.T, g *gateway)) {
+	t.Helper()
+	sub := *g
+	if !t.Run(name, func(t *testing.T) { sub.t = t; fn(t, &sub) }) {
+		t.FailNow()
+	}
+}
+
 // globalOptions keep a test Caddy to itself: no admin endpoint, nothing
 // persisted, storage in a temporary folder.
 func globalOptions(t testing.TB) string {
