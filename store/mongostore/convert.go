@@ -790,6 +790,16 @@ func wrappedArray(elems []byte) ([]byte, bool) {
 	return el.Value().Data, true
 }
 
+// stringBytes returns the bytes of a BSON string value (length, bytes,
+// NUL) without copying them.
+func stringBytes(v []byte) ([]byte, bool) {
+	n, rest, ok := bsoncore.ReadLength(v)
+	if !ok || n < 1 || int(n) > len(rest) || rest[n-1] != 0 {
+		return nil, false
+	}
+	return rest[:n-1], true
+}
+
 // wrappedBigInt returns the digits of {"%n": "<digits>"}, the stored form
 // of an integer outside int64 on a server without Decimal128.
 func wrappedBigInt(elems []byte) (string, bool) {
@@ -808,16 +818,16 @@ func wrappedBigInt(elems []byte) (string, bool) {
 func (d *decoder) value(dst []byte, v bsoncore.Value, depth int) ([]byte, error) {
 	switch v.Type {
 	case bsoncore.TypeString:
-		s, ok := v.StringValueOK()
+		s, ok := stringBytes(v.Data)
 		if !ok {
 			return nil, d.errorf(v.Data, "bad string")
 		}
-		if plain([]byte(s), 0x7f) {
+		if plain(s, 0x7f) { // no copy into a Go string: most strings
 			dst = append(dst, '"')
 			dst = append(dst, s...)
 			return append(dst, '"'), nil
 		}
-		return protocol.AppendString(dst, s), nil
+		return protocol.AppendString(dst, string(s)), nil
 	case bsoncore.TypeInt32:
 		return strconv.AppendInt(dst, int64(v.Int32()), 10), nil
 	case bsoncore.TypeInt64:
