@@ -84,85 +84,87 @@ func TestMongoGatewayProtocolWalk(t *testing.T) {
 	uri, db := mongotest.Database(t)
 	up := upstream(t)
 	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "", ""), up)
+	var before, after string
 
-	// A new visitor without data gets no cookie and no document.
-	if r := g.get("/"); r.Status != 200 || r.RawSession != "{}" || !r.Meta.New || r.Header.Get("Set-Cookie") != "" {
-		t.Fatalf("new visitor: %+v", r)
-	}
-	if n := sessionDocs(t, db); n != 0 {
-		t.Fatalf("%d documents before any write", n)
-	}
+	g.step(t, "new visitor without data gets no cookie and no document", func(t *testing.T, g *gateway) {
+		if r := g.get("/"); r.Status != 200 || r.RawSession != "{}" || !r.Meta.New || r.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("new visitor: %+v", r)
+		}
+		if n := sessionDocs(t, db); n != 0 {
+			t.Fatalf("%d documents before any write", n)
+		}
+	})
 
-	// Create via patch.
-	r := g.get("/?patch=" + url.QueryEscape(`{"user":{"name":"Zoë"},"n":1}`))
-	if r.Status != 200 || !strings.Contains(r.Header.Get("Set-Cookie"), "session=") {
-		t.Fatalf("create: status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))
-	}
-	if n := sessionDocs(t, db); n != 1 {
-		t.Fatalf("%d documents after create, want 1", n)
-	}
-	// The data is a real sub-document in MongoDB.
-	doc, err := mongotest.Client(t).Database(db).Collection("sessions").FindOne(t.Context(), bson.D{}).Raw()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if doc.Lookup("data").Type != bson.TypeEmbeddedDocument || doc.Lookup("data", "user", "name").StringValue() != "Zoë" {
-		t.Fatalf("stored document %v: data is not a sub-document holding the session", doc)
-	}
+	g.step(t, "create via patch stores the data as a sub-document", func(t *testing.T, g *gateway) {
+		r := g.get("/?patch=" + url.QueryEscape(`{"user":{"name":"Zoë"},"n":1}`))
+		if r.Status != 200 || !strings.Contains(r.Header.Get("Set-Cookie"), "session=") {
+			t.Fatalf("create: status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))
+		}
+		if n := sessionDocs(t, db); n != 1 {
+			t.Fatalf("%d documents after create, want 1", n)
+		}
+		doc, err := mongotest.Client(t).Database(db).Collection("sessions").FindOne(t.Context(), bson.D{}).Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc.Lookup("data").Type != bson.TypeEmbeddedDocument || doc.Lookup("data", "user", "name").StringValue() != "Zoë" {
+			t.Fatalf("stored document %v: data is not a sub-document holding the session", doc)
+		}
+	})
 
-	// Read back.
-	r = g.get("/")
-	if r.Meta.New || len(r.Meta.ID) != 12 || r.RawSession != `{"n":1,"user":{"name":"Zo\u00eb"}}` {
-		t.Fatalf("read back: meta %+v session %s", r.Meta, r.RawSession)
-	}
-	if r.Header.Get("Set-Cookie") != "" {
-		t.Fatal("an unchanged session must not re-send the cookie")
-	}
+	g.step(t, "read back", func(t *testing.T, g *gateway) {
+		r := g.get("/")
+		if r.Meta.New || len(r.Meta.ID) != 12 || r.RawSession != `{"n":1,"user":{"name":"Zo\u00eb"}}` {
+			t.Fatalf("read back: meta %+v session %s", r.Meta, r.RawSession)
+		}
+		if r.Header.Get("Set-Cookie") != "" {
+			t.Fatal("an unchanged session must not re-send the cookie")
+		}
+	})
 
-	walkPatchAndUpdate(t, g)
+	g.step(t, "patch and update", func(t *testing.T, g *gateway) { walkPatchAndUpdate(t, g) })
 
-	// Regenerate: new token, same data, old cookie dead, one session (and
-	// the old key's tombstone).
-	before := g.sessionCookie("session")
-	g.get("/?control=regenerate")
-	after := g.sessionCookie("session")
-	if after == before || after == "" {
-		t.Fatal("regenerate must set a new cookie")
-	}
-	if r = g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
-		t.Fatalf("regenerate must keep the data: %v", r.Session)
-	}
-	if n := sessionDocs(t, db); n != 1 {
-		t.Fatalf("%d documents after regenerate, want 1 (the old one deleted)", n)
-	}
-	g.setCookie("session", before)
-	if r = g.get("/"); r.RawSession != "{}" || !r.Meta.New {
-		t.Fatalf("old cookie still works after regenerate: %v", r.Session)
-	}
-	// A write through the dead cookie must not bring it back, create a
-	// session or send a cookie: it may be a request that raced the login.
-	if r = g.get("/?patch=" + url.QueryEscape(`{"zombie":1}`)); r.Header.Get("Set-Cookie") != "" {
-		t.Fatalf("a write through a rotated cookie sent a cookie: %q", r.Header.Get("Set-Cookie"))
-	}
-	g.setCookie("session", after)
+	g.step(t, "regenerate leaves one session and a tombstone", func(t *testing.T, g *gateway) {
+		before = g.sessionCookie("session")
+		g.get("/?control=regenerate")
+		after = g.sessionCookie("session")
+		if after == before || after == "" {
+			t.Fatal("regenerate must set a new cookie")
+		}
+		if r := g.get("/"); fmt.Sprint(r.Session) != "map[cart:[1 2]]" {
+			t.Fatalf("regenerate must keep the data: %v", r.Session)
+		}
+		if n := sessionDocs(t, db); n != 1 {
+			t.Fatalf("%d sessions after regenerate, want 1 (the old one retired)", n)
+		}
+	})
 
-	// Destroy: gone server-side, cookie expired.
-	r = g.get("/?control=destroy")
-	if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, "Max-Age=0") {
-		t.Fatalf("destroy must expire the cookie: %q", sc)
-	}
-	g.setCookie("session", after)
-	if r = g.get("/"); r.RawSession != "{}" {
-		t.Fatal("destroyed session still readable")
-	}
-	g.setCookie("session", before)
-	if r = g.get("/"); r.RawSession != "{}" {
-		t.Fatal("regenerated-away session came back")
-	}
-	// Nothing is left: the dead cookie's write created nothing.
-	if n := sessionDocs(t, db); n != 0 {
-		t.Fatalf("%d documents after destroy, want 0", n)
-	}
+	g.step(t, "the old cookie is dead and its writes are dropped without a cookie", func(t *testing.T, g *gateway) {
+		g.setCookie("session", before)
+		if r := g.get("/"); r.RawSession != "{}" || !r.Meta.New {
+			t.Fatalf("old cookie still works after regenerate: %v", r.Session)
+		}
+		if r := g.get("/?patch=" + url.QueryEscape(`{"zombie":1}`)); r.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("a write through a rotated cookie sent a cookie: %q", r.Header.Get("Set-Cookie"))
+		}
+		g.setCookie("session", after)
+	})
+
+	g.step(t, "destroy: nothing left, nothing comes back", func(t *testing.T, g *gateway) {
+		r := g.get("/?control=destroy")
+		if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, "Max-Age=0") {
+			t.Fatalf("destroy must expire the cookie: %q", sc)
+		}
+		for _, c := range []string{after, before} {
+			g.setCookie("session", c)
+			if r := g.get("/"); r.RawSession != "{}" {
+				t.Fatal("a destroyed or regenerated-away session is readable")
+			}
+		}
+		if n := sessionDocs(t, db); n != 0 {
+			t.Fatalf("%d sessions after destroy, want 0", n)
+		}
+	})
 }
 
 func TestMongoGatewayConcurrentUpdatesOfDifferentKeysBothKept(t *testing.T) {
