@@ -57,13 +57,21 @@ func (p policy) touchInterval(rec *store.Record) time.Duration {
 }
 
 // touchDue reports whether an unchanged request at now should extend rec,
-// and to when.
+// and to when: once per touch interval, when that moves the session's
+// end as alive sees it. After idle_timeout was shortened that end is
+// before the stored expiry, and only the touch's new Updated keeps an
+// active session alive.
 func (p policy) touchDue(rec *store.Record, now time.Time) (time.Time, bool) {
 	if now.Sub(rec.Updated) < p.touchInterval(rec) {
 		return time.Time{}, false
 	}
-	exp := p.expiry(rec.Created, p.idleFor(rec), now)
-	return exp, exp.After(rec.Expires)
+	idle := p.idleFor(rec)
+	end := p.expiry(rec.Created, idle, rec.Updated)
+	if rec.Expires.Before(end) {
+		end = rec.Expires
+	}
+	exp := p.expiry(rec.Created, idle, now)
+	return exp, exp.After(end)
 }
 
 // cookieAge is the Max-Age of rec's cookie sent at now: until the lifetime

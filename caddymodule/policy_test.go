@@ -139,8 +139,11 @@ func TestPolicyTouchDue(t *testing.T) {
 		{"with its own max-age", policyRec(0, 240, 4*time.Hour), 10 * time.Minute, true, 250 * time.Minute},
 		{"capped by the lifetime", policyRec(23*60, 24*60-10, 0), 23*time.Hour + 30*time.Minute, true, 24 * time.Hour},
 		{"at the lifetime cap already: no write", policyRec(23*60, 24*60, 0), 23*time.Hour + 30*time.Minute, false, 0},
-		// Touch never shortens: a later write set a later expiry.
-		{"never shortens", policyRec(0, 200, 0), 10 * time.Minute, false, 0},
+		// The store holds a later expiry, from a longer idle_timeout
+		// before a reload: the touch is still due, so Updated moves and
+		// an active session outlives the new, shorter idle timeout.
+		{"stored expiry from a longer idle timeout", policyRec(0, 200, 0), 10 * time.Minute, true, 70 * time.Minute},
+		{"stored expiry from a shorter idle timeout", policyRec(0, 10, 0), 5 * time.Minute, true, 65 * time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			exp, due := policyDefaults.touchDue(tc.rec, policyAt(tc.now))
