@@ -62,6 +62,9 @@ func (st *state) commit(hdr http.Header) error {
 		st.markPrivate(hdr)
 		return nil
 	}
+	if err := st.h.checkInputLines(st.in); err != nil {
+		return st.badUpstream(err)
+	}
 	out, err := protocol.Evaluate(st.data(), st.in, st.h.maxValue())
 	if err != nil {
 		return st.badUpstream(err)
@@ -89,6 +92,23 @@ func (st *state) commit(hdr http.Header) error {
 
 // maxValue is the longest X-Session value that fits the header line cap.
 func (h *Handler) maxValue() int { return h.maxLine - len(h.hdr.data) - len(": ") }
+
+// checkInputLines refuses an Update or Patch line longer than the line
+// cap, its name and ": " included (Evaluate caps the values by the
+// shorter X-Session name).
+func (h *Handler) checkInputLines(in protocol.Input) error {
+	for _, line := range [...]struct {
+		name string
+		vals []string
+	}{{h.hdr.update, in.Update}, {h.hdr.patch, in.Patch}} {
+		for _, v := range line.vals {
+			if n := len(line.name) + len(": ") + len(v); n > h.maxLine {
+				return fmt.Errorf("%w: a %s line of %d bytes is over the %d-byte limit", protocol.ErrBadUpstream, line.name, n, h.maxLine)
+			}
+		}
+	}
+	return nil
+}
 
 // setCookie sends the session's cookie, or expires it when rec is nil.
 func (st *state) setCookie(hdr http.Header, rec *store.Record) {
