@@ -203,10 +203,16 @@ func (s *Store) sweeper() {
 		case <-s.bg.Done():
 			return
 		case <-t.C:
-			if s.Expiry() != ExpiryTTLIndex {
-				s.sweepOnce()
-			}
+			s.sweepOnceIfNeeded()
 		}
+	}
+}
+
+// sweepOnceIfNeeded sweeps unless MongoDB deletes expired documents
+// itself.
+func (s *Store) sweepOnceIfNeeded() {
+	if s.Expiry() != ExpiryTTLIndex {
+		s.sweepOnce()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,5 +158,49 @@ func TestWriteConcernChecked(t *testing.T) {
 				t.Fatalf("want one error log naming the option; logs: %v", logs.All())
 			}
 		})
+	}
+}
+
+// TestIndexBuildOutlivesOpTimeout: an index build that takes longer than
+// the per-call timeout (a populated collection) is waited for, not
+// interrupted and retried for ever; expired documents are swept while it
+// runs; the TTL state is reached once and logged once.
+func TestIndexBuildOutlivesOpTimeout(t *testing.T) {
+	t.Parallel()
+	const opTimeout = 200 * time.Millisecond
+	srv := wiretest.New(t)
+	swept := make(chan struct{})
+	var once sync.Once
+	srv.Handle("delete", func(c wiretest.Command) wiretest.Reply {
+		if _, err := c.Documents["deletes"][0].LookupErr("q", "expires", "$lte"); err == nil {
+			once.Do(func() { close(swept) })
+		}
+		return wiretest.OK(bson.E{Key: "n", Value: int32(0)})
+	})
+	srv.Handle("createIndexes", func(wiretest.Command) wiretest.Reply {
+		<-swept                   // the store sweeps while no TTL index exists
+		time.Sleep(3 * opTimeout) // and the build takes longer than a request may
+		return wiretest.OK()
+	})
+	core, logs := observer.New(zap.DebugLevel)
+	s := openWire(t, srv, Options{OpTimeout: opTimeout, SweepInterval: 20 * time.Millisecond, Logger: zap.New(core)})
+	if e := s.Expiry(); e != ExpiryTTLIndex {
+		t.Fatalf("expiry %v after the build, want ttl-index", e)
+	}
+	builds := srv.CommandsNamed("createIndexes")
+	if len(builds) != 2 {
+		t.Fatalf("%d createIndexes commands, want 2 (expires, sub): an interrupted build was retried", len(builds))
+	}
+	if _, err := builds[0].Body.LookupErr("indexes", "0", "expireAfterSeconds"); err != nil {
+		t.Fatalf("first build is not the TTL index: %s", builds[0].Body)
+	}
+	if n := logs.FilterMessageSnippet("TTL index").Len(); n != 1 {
+		t.Fatalf("TTL state logged %d times, want once", n)
+	}
+	// No sweep once the TTL index exists.
+	before := len(srv.CommandsNamed("delete"))
+	s.sweepOnceIfNeeded()
+	if after := len(srv.CommandsNamed("delete")); after != before {
+		t.Fatal("swept although the TTL index exists")
 	}
 }
