@@ -14,6 +14,7 @@ package wiretest
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -62,7 +63,9 @@ type Reply struct {
 type Handler func(Command) Reply
 
 // OK is the reply {ok: 1} with fields added.
-func OK(fields ...bson.E) Reply { return Reply{Doc: append(bson.D{{Key: "ok", Value: 1.0}}, fields...)} }
+func OK(fields ...bson.E) Reply {
+	return Reply{Doc: append(bson.D{{Key: "ok", Value: 1.0}}, fields...)}
+}
 
 // Error is a command error reply as MongoDB sends it: ok 0, the code, its
 // name, a message and the error labels.
@@ -271,7 +274,7 @@ func (s *Server) answer(msg []byte, connID int32) (out []byte, keepOpen bool) {
 	var cmd Command
 	var err error
 	switch op {
-	case wiremessage.OpQuery:
+	case opQuery:
 		cmd, err = parseQuery(rest)
 	case wiremessage.OpMsg:
 		cmd, err = parseMsg(rest)
@@ -292,7 +295,7 @@ func (s *Server) answer(msg []byte, connID int32) (out []byte, keepOpen bool) {
 	if err != nil {
 		panic(fmt.Sprintf("wiretest: scripted reply: %v", err))
 	}
-	if op == wiremessage.OpQuery {
+	if op == opQuery {
 		return opReply(reqID, doc), true
 	}
 	return opMsg(reqID, doc), true
@@ -352,33 +355,33 @@ func helloReply(extra bson.D, connID int32) Reply {
 	return Reply{Doc: d}
 }
 
-// parseQuery reads an OP_QUERY: the driver's first handshake message on a
-// connection.
+// opQuery is OP_QUERY: deprecated for commands, but still the driver's
+// first handshake message on a connection, so the server must read it.
+const opQuery wiremessage.OpCode = 2004
+
+// parseQuery reads an OP_QUERY: flags, the namespace ("admin.$cmd"), the
+// skip and limit, then the command (maybe wrapped in $query).
 func parseQuery(b []byte) (Command, error) {
-	_, b, ok := wiremessage.ReadQueryFlags(b)
+	short := errors.New("wiretest: short OP_QUERY")
+	if len(b) < 4 {
+		return Command{}, short
+	}
+	b = b[4:] // flags
+	nul := bytes.IndexByte(b, 0)
+	if nul < 0 || len(b) < nul+1+8 {
+		return Command{}, short
+	}
+	ns := string(b[:nul])
+	query, _, ok := bsoncore.ReadDocument(b[nul+1+8:])
 	if !ok {
-		return Command{}, errors.New("wiretest: short OP_QUERY")
-	}
-	coll, b, ok := wiremessage.ReadQueryFullCollectionName(b)
-	if !ok {
-		return Command{}, errors.New("wiretest: short OP_QUERY")
-	}
-	if _, b, ok = wiremessage.ReadQueryNumberToSkip(b); !ok {
-		return Command{}, errors.New("wiretest: short OP_QUERY")
-	}
-	if _, b, ok = wiremessage.ReadQueryNumberToReturn(b); !ok {
-		return Command{}, errors.New("wiretest: short OP_QUERY")
-	}
-	query, _, ok := wiremessage.ReadQueryQuery(b)
-	if !ok {
-		return Command{}, errors.New("wiretest: short OP_QUERY")
+		return Command{}, short
 	}
 	if inner, err := query.LookupErr("$query"); err == nil {
 		if d, ok := inner.DocumentOK(); ok {
 			query = d
 		}
 	}
-	db, _, _ := strings.Cut(coll, ".")
+	db, _, _ := strings.Cut(ns, ".")
 	return command(query, db)
 }
 

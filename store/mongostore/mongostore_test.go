@@ -688,3 +688,26 @@ func BenchmarkFind(b *testing.B) {
 		}
 	}
 }
+
+// TestTimeoutDefaults: connecting and heartbeats get their own, longer
+// timeout than a request (a slow heartbeat clears the pool).
+func TestTimeoutDefaults(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		in          Options
+		op, connect time.Duration
+	}{
+		{"defaults", Options{}, DefaultOpTimeout, DefaultConnectTimeout},
+		{"short op timeout", Options{OpTimeout: time.Second}, time.Second, DefaultConnectTimeout},
+		{"op timeout above the connect default", Options{OpTimeout: 20 * time.Second}, 20 * time.Second, 20 * time.Second},
+		{"both set", Options{OpTimeout: time.Second, ConnectTimeout: 5 * time.Second}, time.Second, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.in.withDefaults()
+			if o.OpTimeout != tc.op || o.ConnectTimeout != tc.connect {
+				t.Fatalf("op %v connect %v, want %v and %v", o.OpTimeout, o.ConnectTimeout, tc.op, tc.connect)
+			}
+		})
+	}
+}
