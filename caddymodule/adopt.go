@@ -42,7 +42,7 @@ func (h *Handler) provisionAdopt(mod any) error {
 		}
 		src, err := adopt.New(cfg, keys, db, adopt.ProtocolCheck(h.maxValue()))
 		if err != nil {
-			return fmt.Errorf("adopt %d: %v", i+1, err)
+			return fmt.Errorf("%v (adopt block %d)", err, i+1)
 		}
 		h.sources = append(h.sources, src)
 	}
@@ -62,13 +62,19 @@ func (h *Handler) sweepAdopted(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		for _, src := range h.sources {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if _, err := src.Sweep(ctx, h.now()); err != nil {
-				h.logger.Warn("could not delete adopted legacy sessions; the next sweep tries again", zap.String("source", src.Name()), zap.Error(err))
-			}
-			cancel()
+		h.sweepAdoptedOnce()
+	}
+}
+
+// sweepAdoptedOnce is one round of sweepAdopted (tests call it directly
+// rather than wait for the ticker).
+func (h *Handler) sweepAdoptedOnce() {
+	for _, src := range h.sources {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := src.Sweep(ctx, h.now()); err != nil {
+			h.logger.Warn("could not delete adopted legacy sessions; the next sweep tries again", zap.String("source", src.Name()), zap.Error(err))
 		}
+		cancel()
 	}
 }
 

@@ -1,0 +1,875 @@
+package caddymodule
+
+// End-to-end walks of issue 11 through a real Caddy: the legacy Node apps
+// (koa + koa-session + koa-session-mongoose, koa-session cookie-only,
+// express + express-session + connect-mongo; the real libraries, started
+// by internal/adopt/adopttest) log a visitor in; then Caddy with
+// `session { store mongodb {...}; adopt ... }` in front of the test
+// upstream (the app, now reading headers) adopts that session, once.
+//
+// Cookies are carried by hand, as the adopt package's tests do: net/http's
+// cookie jar drops koa's "koa:sess", which is not an RFC 6265 token.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/sessiongate/caddy-session/internal/adopt"
+	"github.com/sessiongate/caddy-session/internal/adopt/adopttest"
+	"github.com/sessiongate/caddy-session/internal/mongotest"
+)
+
+// The legacy apps sign with legacyKey. The gateway lists a newer key
+// first and takes legacyKey from the environment, so every walk also shows
+// that every key verifies and that keys take {env.X} placeholders.
+const (
+	legacyKey      = "legacy-key-1"
+	newerLegacyKey = "legacy-key-2"
+	legacyKeyEnv   = "CADDY_SESSION_TEST_LEGACY_KEY"
+	// adoptGrace is the adopt blocks' grace time; the tests move the
+	// handler's clock past it instead of waiting.
+	adoptGrace = 10 * time.Second
+)
+
+// adoptVariant is one legacy set-up: a fixture app and its adopt block.
+type adoptVariant struct {
+	name   string
+	app    adopttest.App
+	kind   string // the adopt block's kind and X-Session-Meta's "adopted"
+	cookie string // the legacy session cookie's name
+	store  bool   // the legacy sessions are in a MongoDB collection
+}
+
+var adoptVariants = []adoptVariant{
+	// The seed's apps use koa-session's old default name, koa:sess.
+	{name: "koa-mongoose", app: adopttest.KoaMongoose, kind: "koa", cookie: "koa:sess", store: true},
+	{name: "koa-cookie", app: adopttest.KoaCookie, kind: "koa", cookie: "koa.sess"},
+	{name: "express", app: adopttest.Express, kind: "express", cookie: "connect.sid", store: true},
+}
+
+// legacyNames are the cookies the legacy library sets: koa's session
+// cookie and its .sig cookie, or express's one cookie.
+func (v adoptVariant) legacyNames() []string {
+	if v.kind == "koa" {
+		return []string{v.cookie, v.cookie + ".sig"}
+	}
+	return []string{v.cookie}
+}
+
+// adoptBlock is the variant's adopt block as a site would write it.
+func (v adoptVariant) adoptBlock(legacyDB string) string {
+	keys := "keys"
+	if v.kind == "express" {
+		keys = "secret"
+	}
+	b := fmt.Sprintf("\t\tadopt %s {\n\t\t\t%s %s {env.%s}\n", v.kind, keys, newerLegacyKey, legacyKeyEnv)
+	if v.cookie != "koa.sess" { // koa.sess is koa's default: left out on purpose
+		b += "\t\t\tcookie " + v.cookie + "\n"
+	}
+	if v.store {
+		b += "\t\t\tcollection sessions\n\t\t\tdatabase " + legacyDB + "\n"
+	} else {
+		b += "\t\t\tpath /\n"
+	}
+	return b + fmt.Sprintf("\t\t\tgrace %s\n\t\t}\n", adoptGrace)
+}
+
+// adoptRig is a legacy app, its database, and a Caddy with the MongoDB
+// store and the variant's adopt block in front of the test upstream.
+type adoptRig struct {
+	adoptVariant
+	t        *testing.T
+	legacy   string // the legacy app's base URL
+	legacyDB string
+	gwDB     string // the gateway store's database
+	base     string // Caddy's base URL
+	logPath  string
+	client   *http.Client // no jar: cookies are carried by browser
+}
+
+// startAdoptRig starts v's legacy app and the gateway. storeExtra goes into
+// the gateway's store block (a unique timeout gives a client of its own,
+// for a command monitor).
+func startAdoptRig(t *testing.T, v adoptVariant, storeExtra string) *adoptRig {
+	t.Helper()
+	t.Setenv(legacyKeyEnv, legacyKey)
+	uri, legacyDB := mongotest.Database(t)
+	_, gwDB := mongotest.Database(t)
+	o := adopttest.Options{Keys: []string{legacyKey}}
+	if v.cookie != "koa.sess" {
+		o.Cookie = v.cookie
+	}
+	if v.store {
+		o.MongoURI, o.Database = uri, legacyDB
+	}
+	rig := &adoptRig{adoptVariant: v, t: t, legacyDB: legacyDB, gwDB: gwDB,
+		logPath: filepath.Join(t.TempDir(), "caddy.log"),
+		client:  &http.Client{Timeout: 10 * time.Second}}
+	rig.legacy = adopttest.Start(t, v.app, o)
+	opts := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n}\n",
+		t.TempDir(), rig.logPath)
+	body := mongoSessionBody(uri, gwDB, storeExtra, v.adoptBlock(legacyDB))
+	rig.base = startGateway(t, opts, body, upstream(t)).base
+	return rig
+}
+
+// browser holds cookies by name, in the order they were set, as a browser
+// sends them back to one host.
+type browser struct {
+	names  []string
+	values map[string]string
+}
+
+func newBrowser() *browser { return &browser{values: map[string]string{}} }
+
+// take applies a response's Set-Cookie headers: Max-Age=0 deletes.
+func (b *browser) take(h http.Header) {
+	for _, sc := range h["Set-Cookie"] {
+		pair, attrs, _ := strings.Cut(sc, ";")
+		name, value, _ := strings.Cut(pair, "=")
+		if strings.Contains(strings.ToLower(attrs), "max-age=0") {
+			b.del(name)
+			continue
+		}
+		if _, ok := b.values[name]; !ok {
+			b.names = append(b.names, name)
+		}
+		b.values[name] = value
+	}
+}
+
+func (b *browser) del(name string) {
+	delete(b.values, name)
+	for i, n := range b.names {
+		if n == name {
+			b.names = append(b.names[:i], b.names[i+1:]...)
+			break
+		}
+	}
+}
+
+// header is the Cookie header value.
+func (b *browser) header() string {
+	parts := make([]string, 0, len(b.names))
+	for _, n := range b.names {
+		parts = append(parts, n+"="+b.values[n])
+	}
+	return strings.Join(parts, "; ")
+}
+
+// copyOf returns a browser holding only the named cookies of b.
+func (b *browser) copyOf(names ...string) *browser {
+	c := newBrowser()
+	for _, n := range names {
+		if v, ok := b.values[n]; ok {
+			c.names, c.values[n] = append(c.names, n), v
+		}
+	}
+	return c
+}
+
+// legacyGet sends a request to the legacy app with b's cookies and keeps
+// the cookies it sets.
+func (rig *adoptRig) legacyGet(b *browser, path string) []byte {
+	rig.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, rig.legacy+path, nil)
+	if c := b.header(); c != "" {
+		req.Header.Set("Cookie", c)
+	}
+	res, err := rig.client.Do(req)
+	if err != nil {
+		rig.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		rig.t.Fatalf("legacy %s: %s", path, res.Status)
+	}
+	b.take(res.Header)
+	return body
+}
+
+// login logs user in on the legacy app and returns the session data as
+// the legacy app itself shows it, in the canonical encoding.
+func (rig *adoptRig) login(b *browser, user string) []byte {
+	rig.t.Helper()
+	rig.legacyGet(b, "/login?user="+user)
+	for _, n := range rig.legacyNames() {
+		if b.values[n] == "" {
+			rig.t.Fatalf("the legacy app set no %s cookie", n)
+		}
+	}
+	data, err := adopt.ProtocolCheck(0)(rig.legacyGet(b, "/whoami"))
+	if err != nil {
+		rig.t.Fatalf("legacy whoami: %v", err)
+	}
+	if !bytes.Contains(data, []byte(`"user":"`+user+`"`)) {
+		rig.t.Fatalf("legacy session of %s: %s", user, data)
+	}
+	return data
+}
+
+// adoptReply is one gateway response and what the upstream reported.
+type adoptReply struct {
+	status     int
+	setCookies []string
+	session    string         // the X-Session the upstream got
+	meta       map[string]any // the X-Session-Meta it got
+	cookie     string         // the Cookie header it got
+	body       string
+}
+
+// send makes one request to the gateway with b's cookies (and a cookie of
+// the site's own, which must reach the upstream), without touching b.
+// It returns an error instead of failing, for concurrent use.
+func (rig *adoptRig) send(b *browser, path string) (adoptReply, error) {
+	req, _ := http.NewRequest(http.MethodGet, rig.base+path, nil)
+	req.Header.Set("Cookie", strings.TrimSuffix("theme=dark; "+b.header(), "; "))
+	res, err := rig.client.Do(req)
+	if err != nil {
+		return adoptReply{}, err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	r := adoptReply{status: res.StatusCode, setCookies: res.Header["Set-Cookie"], body: string(body)}
+	for name := range res.Header {
+		if strings.HasPrefix(strings.ToLower(name), "x-session") {
+			return r, fmt.Errorf("session header %s reached the client", name)
+		}
+	}
+	var rep struct {
+		Session string   `json:"session"`
+		Meta    string   `json:"meta"`
+		Cookie  []string `json:"cookie"`
+	}
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return r, fmt.Errorf("status %d, body %q: %v", r.status, body, err)
+	}
+	r.session, r.cookie = rep.Session, strings.Join(rep.Cookie, "; ")
+	if err := json.Unmarshal([]byte(rep.Meta), &r.meta); err != nil {
+		return r, fmt.Errorf("X-Session-Meta %q: %v", rep.Meta, err)
+	}
+	return r, nil
+}
+
+// get is send that fails the test on error or a status other than 200,
+// and keeps the cookies the response sets in b.
+func (rig *adoptRig) get(b *browser, path string) adoptReply {
+	rig.t.Helper()
+	r, err := rig.send(b, path)
+	if err != nil {
+		rig.t.Fatal(err)
+	}
+	if r.status != http.StatusOK {
+		rig.t.Fatalf("GET %s: status %d: %s", path, r.status, r.body)
+	}
+	if r.cookie != "theme=dark" {
+		rig.t.Errorf("the upstream got Cookie %q, want only the site's own cookie", r.cookie)
+	}
+	b.take(http.Header{"Set-Cookie": r.setCookies})
+	return r
+}
+
+// gatewayCookies returns the Set-Cookie values that set (not expire) the
+// gateway cookie.
+func gatewayCookies(setCookies []string) []string {
+	var out []string
+	for _, sc := range setCookies {
+		if strings.HasPrefix(sc, DefaultCookieName+"=") && !strings.Contains(sc, "Max-Age=0") {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// checkLegacyExpired asserts that setCookies expire exactly the legacy
+// cookies, with their name and path, and that any other Set-Cookie is the
+// gateway's.
+func (rig *adoptRig) checkLegacyExpired(what string, setCookies []string) {
+	rig.t.Helper()
+	var got []string
+	for _, sc := range setCookies {
+		if !strings.HasPrefix(sc, DefaultCookieName+"=") {
+			got = append(got, sc)
+		}
+	}
+	names := rig.legacyNames()
+	if len(got) != len(names) {
+		rig.t.Fatalf("%s: legacy Set-Cookie %q, want %v expired", what, got, names)
+	}
+	for i, n := range names {
+		if want := n + "=; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly"; got[i] != want {
+			rig.t.Errorf("%s: Set-Cookie %q, want %q", what, got[i], want)
+		}
+	}
+}
+
+// legacyID is the legacy store's _id of b's legacy session, read out of
+// the cookie as the library reads it.
+func (rig *adoptRig) legacyID(b *browser) string {
+	rig.t.Helper()
+	v := b.values[rig.cookie]
+	if rig.kind == "koa" {
+		return v
+	}
+	v, _ = url.PathUnescape(v)
+	v = strings.TrimPrefix(v, "s:")
+	return v[:strings.LastIndexByte(v, '.')]
+}
+
+// legacyDoc returns the legacy document with _id id, nil if there is none.
+func (rig *adoptRig) legacyDoc(id string) bson.Raw {
+	rig.t.Helper()
+	raw, err := mongotest.Client(rig.t).Database(rig.legacyDB).Collection("sessions").FindOne(context.Background(), bson.D{{Key: "_id", Value: id}}).Raw()
+	if err == mongo.ErrNoDocuments {
+		return nil
+	}
+	if err != nil {
+		rig.t.Fatal(err)
+	}
+	return raw
+}
+
+// sweep runs one adoption sweep on the running handlers, as their ticker
+// does every minute.
+func sweep() {
+	for _, h := range liveHandlers() {
+		h.sweepAdoptedOnce()
+	}
+}
+
+// logEntries returns the gateway's log lines with message msg.
+func (rig *adoptRig) logEntries(msg string) []map[string]any {
+	rig.t.Helper()
+	text, err := os.ReadFile(rig.logPath)
+	if err != nil {
+		rig.t.Fatal(err)
+	}
+	var out []map[string]any
+	for line := range bytes.SplitSeq(text, []byte("\n")) {
+		var e map[string]any
+		if json.Unmarshal(line, &e) == nil && e["msg"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkLogClean asserts that the log holds none of secrets (cookie values,
+// keys, session data).
+func (rig *adoptRig) checkLogClean(secrets ...string) {
+	rig.t.Helper()
+	text, err := os.ReadFile(rig.logPath)
+	if err != nil {
+		rig.t.Fatal(err)
+	}
+	for _, s := range append(secrets, legacyKey, newerLegacyKey) {
+		if s != "" && bytes.Contains(text, []byte(s)) {
+			rig.t.Errorf("the log holds a secret, cookie value or session data (%d bytes)", len(s))
+		}
+	}
+}
+
+// cookieValues are b's cookie values, for checkLogClean.
+func (b *browser) cookieValues() []string {
+	var out []string
+	for _, n := range b.names {
+		out = append(out, b.values[n])
+	}
+	return out
+}
+
+// TestAdoptWalk: log in on the legacy app; through the gateway, the next
+// request is adopted (the upstream sees the old data, Meta says so, the
+// legacy cookies are expired, the gateway cookie is set, the legacy
+// document is claimed), a concurrent copy of the legacy cookies joins, the
+// request after uses the gateway session, and after the grace time the
+// sweep deletes the legacy document.
+func TestAdoptWalk(t *testing.T) {
+	for _, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			rig := startAdoptRig(t, v, "")
+			b := newBrowser()
+			want := rig.login(b, "alice")
+			legacy := b.copyOf(v.legacyNames()...) // the cookies an XHR already in flight carries
+			id := ""
+			if v.store {
+				id = rig.legacyID(b)
+				if rig.legacyDoc(id) == nil {
+					t.Fatal("the legacy app stored no document")
+				}
+			}
+
+			// The request that adopts.
+			r := rig.get(b, "/")
+			rig.checkAdopted(r, want)
+			handle := r.meta["id"].(string)
+			rig.checkLegacyExpired("adopting response", r.setCookies)
+			if sc := gatewayCookies(r.setCookies); len(sc) != 1 {
+				t.Fatalf("adopting response sets the gateway cookie %d times: %q", len(sc), r.setCookies)
+			}
+			if got := b.header(); !strings.HasPrefix(got, DefaultCookieName+"=") || strings.Contains(got, ";") {
+				t.Fatalf("after adoption the browser holds %d cookies, want only the gateway's", len(b.names))
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 1 {
+				t.Fatalf("%d gateway sessions after adoption, want 1", n)
+			}
+			if v.store {
+				rig.checkClaim(id, handle)
+			}
+			if e := rig.logEntries("adopted a legacy session"); len(e) != 1 || e[0]["source"] != v.kind || e[0]["session"] != handle {
+				t.Fatalf("adoption log lines: %v", e)
+			}
+
+			// A request that left with the legacy cookies before the
+			// adopting response arrived joins: the adopted session, no
+			// cookie of either kind.
+			j := rig.get(legacy.copyOf(v.legacyNames()...), "/")
+			if j.session != string(want) || j.meta["adopted"] != v.kind || j.meta["id"] != handle || len(j.setCookies) != 0 {
+				t.Fatalf("joined request: session %s meta %v Set-Cookie %q", j.session, j.meta, j.setCookies)
+			}
+
+			// The next request uses the gateway session: nothing adopted.
+			r = rig.get(b, "/")
+			if r.session != string(want) || r.meta["new"] != false || r.meta["id"] != handle || r.meta["adopted"] != nil {
+				t.Fatalf("request after adoption: session %s meta %v", r.session, r.meta)
+			}
+			if len(r.setCookies) != 0 {
+				t.Fatalf("request after adoption sets cookies: %q", r.setCookies)
+			}
+			// It is a gateway session like any other: writes stick.
+			rig.get(b, "/?patch="+url.QueryEscape(`{"cart":[1]}`))
+			if r = rig.get(b, "/"); !strings.Contains(r.session, `"cart":[1]`) || !strings.Contains(r.session, `"user":"alice"`) {
+				t.Fatalf("adopted session after a patch: %s", r.session)
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 1 {
+				t.Fatalf("%d gateway sessions, want 1", n)
+			}
+
+			// A sweep within the grace time deletes nothing.
+			sweep()
+			if v.store && rig.legacyDoc(id) == nil {
+				t.Fatal("the sweep deleted the legacy document within the grace time")
+			}
+			skew(t, adoptGrace+time.Second)
+			if v.store {
+				// After the grace time the legacy cookies are refused...
+				late := rig.get(legacy.copyOf(v.legacyNames()...), "/")
+				rig.checkRefused("after the grace time", late, "already adopted")
+				// ...and the sweep deletes the document.
+				sweep()
+				if rig.legacyDoc(id) != nil {
+					t.Fatal("the adopted legacy document outlived the sweep")
+				}
+				gone := rig.get(legacy.copyOf(v.legacyNames()...), "/")
+				rig.checkRefused("after the sweep", gone, "unknown session")
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 1 {
+				t.Fatalf("%d gateway sessions at the end, want 1", n)
+			}
+			rig.checkLogClean(append(legacy.cookieValues(), b.cookieValues()...)...)
+			if strings.Contains(readFile(t, rig.logPath), "alice") {
+				t.Error("the log holds session data")
+			}
+		})
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkAdopted asserts that r is the adopting request: the upstream got
+// the legacy data, without the libraries' bookkeeping fields, and Meta
+// says where it came from.
+func (rig *adoptRig) checkAdopted(r adoptReply, want []byte) {
+	rig.t.Helper()
+	if r.session != string(want) {
+		rig.t.Fatalf("adopted X-Session\n%s\nwant what the legacy app showed\n%s", r.session, want)
+	}
+	for _, field := range []string{`"_expire"`, `"_maxAge"`, `"_session"`, `"cookie"`} {
+		if strings.Contains(r.session, field) {
+			rig.t.Errorf("adopted data holds the library's %s", field)
+		}
+	}
+	if r.meta["adopted"] != rig.kind || r.meta["new"] != false {
+		rig.t.Fatalf("adopting request's X-Session-Meta %v, want adopted %q", r.meta, rig.kind)
+	}
+	if h, _ := r.meta["id"].(string); len(h) != 12 {
+		rig.t.Fatalf("X-Session-Meta id %v", r.meta["id"])
+	}
+}
+
+// checkClaim asserts that the legacy document id is claimed for the
+// gateway session handle and that its legacy expiry moved to the end of
+// the grace time.
+func (rig *adoptRig) checkClaim(id, handle string) {
+	rig.t.Helper()
+	doc := rig.legacyDoc(id)
+	if doc == nil {
+		rig.t.Fatal("the legacy document is gone right after adoption")
+	}
+	key, ok := doc.Lookup("adopted", "key").StringValueOK()
+	if !ok || !strings.HasPrefix(key, handle) {
+		rig.t.Fatalf("the legacy document is not claimed for the new session (claim found: %v)", ok)
+	}
+	at, ok := doc.Lookup("adopted", "at").DateTimeOK()
+	if !ok {
+		rig.t.Fatal("the claim has no time")
+	}
+	var expiry int64
+	if rig.kind == "koa" {
+		f, _ := doc.Lookup("data", "_expire").DoubleOK()
+		expiry = int64(f)
+	} else {
+		expiry, _ = doc.Lookup("expires").DateTimeOK()
+	}
+	if expiry != at+adoptGrace.Milliseconds() {
+		rig.t.Errorf("legacy expiry %d, want the end of the grace time %d", expiry, at+adoptGrace.Milliseconds())
+	}
+}
+
+// checkRefused asserts that r was served with no session, set no gateway
+// cookie, expired the legacy cookies, and that the last refusal logged
+// says reason.
+func (rig *adoptRig) checkRefused(what string, r adoptReply, reason string) {
+	rig.t.Helper()
+	if r.session != "{}" || r.meta["new"] != true || r.meta["adopted"] != nil {
+		rig.t.Fatalf("%s: session %s meta %v, want no session", what, r.session, r.meta)
+	}
+	if sc := gatewayCookies(r.setCookies); len(sc) != 0 {
+		rig.t.Fatalf("%s: the gateway cookie was set", what)
+	}
+	rig.checkLegacyExpired(what, r.setCookies)
+	e := rig.logEntries("legacy session not adopted")
+	if len(e) == 0 {
+		rig.t.Fatalf("%s: no log line", what)
+	}
+	last := e[len(e)-1]
+	if last["level"] != "info" || last["source"] != rig.kind || last["reason"] != reason {
+		rig.t.Fatalf("%s: log line %v, want an info line with reason %q", what, last, reason)
+	}
+}
+
+// storeCommands counts the commands a client sends to some databases,
+// handshakes, index builds and the store's expiry sweep aside.
+type storeCommands struct {
+	dbs map[string]bool
+	n   atomic.Int64
+}
+
+func (c *storeCommands) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if !c.dbs[e.DatabaseName] {
+			return
+		}
+		switch e.CommandName {
+		case "find", "update", "insert", "findAndModify", "aggregate", "count":
+		case "delete":
+			if _, err := e.Command.LookupErr("deletes", "0", "q", "expires"); err == nil {
+				return // the gateway store's expiry sweep
+			}
+		default:
+			return
+		}
+		c.n.Add(1)
+	}}
+}
+
+// TestAdoptRefused: forged, unknown and expired legacy cookies give no
+// session, status 200, one info line with the reason and no value, no
+// gateway cookie; a forged cookie and a request without legacy cookies
+// cost no store round trip.
+func TestAdoptRefused(t *testing.T) {
+	for i, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			counter := &storeCommands{}
+			testCommandMonitor = counter.monitor()
+			// A timeout of its own: a client of its own, with the monitor.
+			rig := startAdoptRig(t, v, fmt.Sprintf("\t\t\ttimeout %dms\n", 4340+i))
+			testCommandMonitor = nil
+			counter.dbs = map[string]bool{rig.legacyDB: true, rig.gwDB: true}
+
+			b := newBrowser()
+			rig.login(b, "alice")
+			step := func(name string, c *browser, reason string, wantCommands bool) {
+				t.Helper()
+				counter.n.Store(0)
+				r := rig.get(c, "/")
+				n := counter.n.Load()
+				if wantCommands != (n > 0) {
+					t.Errorf("%s: %d store commands, want some: %v", name, n, wantCommands)
+				}
+				if reason == "" {
+					if r.session != "{}" || len(r.setCookies) != 0 {
+						t.Fatalf("%s: session %s Set-Cookie %q", name, r.session, r.setCookies)
+					}
+					return
+				}
+				rig.checkRefused(name, r, reason)
+			}
+
+			step("no legacy cookie", newBrowser(), "", false)
+			step("tampered", tampered(b, v.cookie), "bad signature", false)
+			step("garbage", garbage(v), "bad signature", false)
+			if v.store {
+				// Logged out on the legacy app: the document is gone.
+				gone := newBrowser()
+				rig.login(gone, "carol")
+				saved := gone.copyOf(v.legacyNames()...)
+				rig.legacyGet(gone, "/logout")
+				if rig.legacyDoc(rig.legacyID(saved)) != nil {
+					t.Fatal("the legacy logout left the document")
+				}
+				step("unknown", saved, "unknown session", true)
+			}
+			// The clock passes the legacy expiry: koa-session's maxAge
+			// (one day) and connect-mongo's ttl (14 days, the fixture's
+			// cookie being a browser-session cookie).
+			skew(t, 15*24*time.Hour)
+			step("expired", b, "expired", v.store)
+
+			if n := sessionDocs(t, rig.gwDB); n != 0 {
+				t.Fatalf("%d gateway sessions after refusals, want 0", n)
+			}
+			if e := rig.logEntries("adopted a legacy session"); len(e) != 0 {
+				t.Fatalf("refused cookies were adopted: %v", e)
+			}
+			rig.checkLogClean(b.cookieValues()...)
+		})
+	}
+}
+
+// tampered returns b's legacy cookies with one character of the session
+// cookie's value changed (not its signature).
+func tampered(b *browser, name string) *browser {
+	c := b.copyOf(b.names...)
+	v := []byte(c.values[name])
+	if v[5] == 'A' {
+		v[5] = 'B'
+	} else {
+		v[5] = 'A'
+	}
+	c.values[name] = string(v)
+	return c
+}
+
+// garbage returns a browser with made-up legacy cookies.
+func garbage(v adoptVariant) *browser {
+	c := newBrowser()
+	if v.kind == "koa" {
+		c.take(http.Header{"Set-Cookie": {v.cookie + "=eyJ1c2VyIjoibWFsbG9yeSJ9", v.cookie + ".sig=AAAAAAAAAAAAAAAAAAAAAAAAAAA"}})
+	} else {
+		c.take(http.Header{"Set-Cookie": {v.cookie + "=s%3Aforged-session-id.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}})
+	}
+	return c
+}
+
+// TestAdoptGatewaySessionWins: a request with a live gateway session and a
+// valid legacy cookie (another user's) is served the gateway session, and
+// the legacy cookie is expired; nothing is adopted, so that legacy
+// session stays adoptable.
+func TestAdoptGatewaySessionWins(t *testing.T) {
+	for _, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			rig := startAdoptRig(t, v, "")
+			b := newBrowser()
+			alice := rig.login(b, "alice")
+			handle := rig.get(b, "/").meta["id"]
+
+			// The same browser logs in as bob on the legacy app (an old
+			// tab): it now holds both kinds of cookie.
+			bob := rig.login(b, "bob")
+			bobs := b.copyOf(v.legacyNames()...)
+			if len(b.names) != 1+len(v.legacyNames()) {
+				t.Fatalf("the browser holds %d cookies, want the gateway's and the legacy ones", len(b.names))
+			}
+			r := rig.get(b, "/")
+			if r.session != string(alice) || r.meta["id"] != handle || r.meta["adopted"] != nil {
+				t.Fatalf("with both cookies: session %s meta %v, want the gateway session", r.session, r.meta)
+			}
+			rig.checkLegacyExpired("gateway session wins", r.setCookies)
+			if len(b.names) != 1 || b.values[DefaultCookieName] == "" {
+				t.Fatalf("the browser holds %d cookies, want only the gateway's", len(b.names))
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 1 {
+				t.Fatalf("%d gateway sessions, want 1", n)
+			}
+			if e := rig.logEntries("adopted a legacy session"); len(e) != 1 {
+				t.Fatalf("%d adoptions logged, want 1", len(e))
+			}
+			if v.store {
+				if doc := rig.legacyDoc(rig.legacyID(bobs)); doc == nil || doc.Lookup("adopted").Type != 0 {
+					t.Fatal("bob's legacy document was claimed or deleted")
+				}
+			}
+			// Nothing was adopted: bob's legacy cookies alone still are.
+			r = rig.get(bobs, "/")
+			rig.checkAdopted(r, bob)
+			if r.meta["id"] == handle {
+				t.Fatal("bob was adopted into alice's session")
+			}
+		})
+	}
+}
+
+// TestAdoptBurst: 10 concurrent requests with one legacy cookie give
+// exactly one gateway session: one response sets the gateway cookie (and
+// expires the legacy ones), and all 10 upstream requests see the data.
+func TestAdoptBurst(t *testing.T) {
+	const burst = 10
+	for _, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			rig := startAdoptRig(t, v, "")
+			b := newBrowser()
+			want := rig.login(b, "alice")
+			replies := make([]adoptReply, burst)
+			errs := make([]error, burst)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range burst {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					replies[i], errs[i] = rig.send(b, "/")
+				}()
+			}
+			close(start)
+			wg.Wait()
+			setters, handles := 0, map[any]int{}
+			for i, r := range replies {
+				if errs[i] != nil || r.status != http.StatusOK {
+					t.Fatalf("request %d: status %d, %v", i, r.status, errs[i])
+				}
+				if r.session != string(want) || r.meta["adopted"] != v.kind || r.cookie != "theme=dark" {
+					t.Errorf("request %d: session %s meta %v Cookie %q", i, r.session, r.meta, r.cookie)
+				}
+				handles[r.meta["id"]]++
+				switch len(gatewayCookies(r.setCookies)) {
+				case 0:
+					if len(r.setCookies) != 0 {
+						t.Errorf("request %d joined but sets %q", i, r.setCookies)
+					}
+				case 1:
+					setters++
+					rig.checkLegacyExpired(fmt.Sprintf("request %d", i), r.setCookies)
+				default:
+					t.Errorf("request %d sets the gateway cookie twice", i)
+				}
+			}
+			if setters != 1 {
+				t.Fatalf("%d responses set the gateway cookie, want exactly 1", setters)
+			}
+			if len(handles) != 1 {
+				t.Fatalf("the burst saw %d sessions, want 1: %v", len(handles), handles)
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 1 {
+				t.Fatalf("%d gateway sessions after the burst, want 1", n)
+			}
+			if e := rig.logEntries("adopted a legacy session"); len(e) != 1 {
+				t.Fatalf("%d adoptions logged, want 1", len(e))
+			}
+		})
+	}
+}
+
+// TestAdoptConfigRefused: a bad adopt block does not start, with the same
+// message in JSON and Caddyfile configs.
+func TestAdoptConfigRefused(t *testing.T) {
+	t.Setenv("CADDY_SESSION_TEST_EMPTY", "")
+	for _, tc := range []struct {
+		name, caddyfile, json, want string // want "": accepted
+	}{
+		{"unknown kind", "adopt redis {\n\t\t\tkeys k1\n\t\t}", `"adopt":[{"kind":"redis","keys":["k1"]}]`,
+			`adopt: unknown source "redis": want koa or express`},
+		{"koa without keys", "adopt koa {\n\t\t\tcookie koa.sess\n\t\t}", `"adopt":[{"kind":"koa","cookie":"koa.sess"}]`,
+			"adopt koa: no keys: give the legacy app's app.keys"},
+		{"express without a secret", "adopt express {\n\t\t\tcookie connect.sid\n\t\t}", `"adopt":[{"kind":"express","cookie":"connect.sid"}]`,
+			"adopt express: no keys: give the legacy app's session secret(s)"},
+		{"a key from an unset variable", "adopt koa {\n\t\t\tkeys k1 {env.CADDY_SESSION_TEST_EMPTY}\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1","{env.CADDY_SESSION_TEST_EMPTY}"]}]`,
+			"adopt koa: key 2 is empty (unset environment variable?)"},
+		{"koa collection with the memory store", "adopt koa {\n\t\t\tkeys k1\n\t\t\tcollection sessions\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"collection":"sessions"}]`,
+			`adopt koa: collection "sessions" needs the mongodb session store`},
+		{"express with the memory store", "adopt express {\n\t\t\tsecret s1\n\t\t}", `"adopt":[{"kind":"express","keys":["s1"]}]`,
+			`adopt express: collection "sessions" needs the mongodb session store`},
+		{"database without collection", "adopt koa {\n\t\t\tkeys k1\n\t\t\tdatabase app\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"database":"app"}]`,
+			"adopt koa: database without collection"},
+		{"grace over 10m", "adopt koa {\n\t\t\tkeys k1\n\t\t\tgrace 11m\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"grace":"11m"}]`,
+			"adopt koa: grace 11m0s out of range"},
+		{"unknown algorithm", "adopt koa {\n\t\t\tkeys k1\n\t\t\talgorithm md5\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"algorithm":"md5"}]`,
+			`adopt koa: unknown algorithm "md5": want sha1, sha256 or sha512`},
+		{"koa cookie-only with the memory store is fine", "adopt koa {\n\t\t\tkeys k1\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"]}]`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			jsonErr := loadSessionJSON(t, tc.json)
+			if jsonErr == nil {
+				_ = caddy.Stop()
+			}
+			cfErr := loadSessionCaddyfile(t, "\t\t"+tc.caddyfile)
+			if cfErr == nil {
+				_ = caddy.Stop()
+			}
+			if tc.want == "" {
+				if jsonErr != nil || cfErr != nil {
+					t.Fatalf("refused a good config: JSON %v; Caddyfile %v", jsonErr, cfErr)
+				}
+				return
+			}
+			if jsonErr == nil || cfErr == nil {
+				t.Fatalf("accepted: JSON error %v; Caddyfile error %v", jsonErr, cfErr)
+			}
+			j, c := validateMessage(jsonErr), validateMessage(cfErr)
+			if !strings.Contains(j, tc.want) {
+				t.Errorf("JSON error %q does not say %q", j, tc.want)
+			}
+			if j != c {
+				t.Errorf("different errors:\nJSON:      %s\nCaddyfile: %s", j, c)
+			}
+		})
+	}
+}
+
+// TestAdoptCaddyfileParseErrors: what the parser itself refuses names the
+// line.
+func TestAdoptCaddyfileParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, lines, want string }{
+		{"no kind", "adopt", "wrong argument count"},
+		{"two kinds", "adopt koa express", "wrong argument count"},
+		{"unknown option", "adopt koa {\n\t\t\tkeys k1\n\t\t\tstore mongodb\n\t\t}", `unknown adopt option "store"`},
+		{"unreadable grace", "adopt koa {\n\t\t\tkeys k1\n\t\t\tgrace soon\n\t\t}", "bad grace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := loadSessionCaddyfile(t, "\t\t"+tc.lines)
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "Caddyfile:") {
+				t.Errorf("error %q does not say %q with the line", err, tc.want)
+			}
+		})
+	}
+}
