@@ -163,6 +163,9 @@ func walk(t *testing.T, lang string, s site) {
 			t.Errorf("Caddy's log contains a session cookie value")
 		}
 	}
+
+	// Log out everywhere (everywhere_test.go).
+	everywhere(t, s)
 }
 
 // spoofHeaders are what a client could send to impersonate someone or to

@@ -111,7 +111,18 @@ function account(req, res) {
 <p>Session as received in X-Session:</p>
 <pre id="session">${esc(JSON.stringify(data, null, 2))}</pre>
 <form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<form method="post" action="/logout-everywhere">
+<button id="logout-everywhere" type="submit">Log out everywhere</button></form>
 `), undefined, { 'X-Session-Patch': headerJSON({ visits }) });
+}
+
+// revoke-all ends every session of this session's subject (the Caddyfile's
+// `subject user.name`), this one included. Without a session there is
+// nothing to end, and revoke-all would be refused (502), so only a logged-in
+// user sends it.
+function logoutEverywhere(req, res) {
+  const user = session(req).user;
+  redirect(res, '/', user && typeof user === 'object' ? { 'X-Session-Control': 'revoke-all' } : {});
 }
 
 function home(req, res) {
@@ -157,6 +168,7 @@ async function handle(req, res) {
       return login(res, (form.get('name') || '').trim(), next);
     }
     if (url.pathname === '/logout') return redirect(res, '/', { 'X-Session-Control': 'destroy' });
+    if (url.pathname === '/logout-everywhere') return logoutEverywhere(req, res);
     return send(res, 405, page('Method not allowed', ''));
   }
   switch (url.pathname) {

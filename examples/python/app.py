@@ -42,6 +42,40 @@ def page(title, body):
 """
 
 
+# The account and sessions pages end with these: log out here, or log out on
+# every browser and device at once.
+LOGOUT_FORMS = """<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<form method="post" action="/logout-everywhere">
+<button id="logout-everywhere" type="submit">Log out everywhere</button></form>"""
+
+# Fills the sessions table from /account/sessions.json, which Caddy answers
+# itself from its admin API for the logged-in user only (see the Caddyfile):
+# [{"id","created","updated","expires"}], times in Unix seconds.
+SESSIONS_JS = """
+(async () => {
+  const table = document.getElementById('sessions');
+  const status = document.getElementById('sessions-status');
+  const when = (s) => new Date(s * 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+  try {
+    const res = await fetch('/account/sessions.json', {headers: {Accept: 'application/json'}});
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    const list = await res.json();
+    for (const s of list) {
+      const row = table.tBodies[0].insertRow();
+      row.dataset.id = s.id;
+      const label = s.id + (s.id === table.dataset.current ? ' (this browser)' : '');
+      for (const text of [label, when(s.created), when(s.updated), when(s.expires)]) {
+        row.insertCell().textContent = text;
+      }
+    }
+    status.textContent = list.length + (list.length === 1 ? ' session' : ' sessions');
+  } catch (err) {
+    status.textContent = 'The list is not available (' + err.message + ').';
+  }
+})();
+"""
+
+
 class Handler(BaseHTTPRequestHandler):
     # Keep-alive towards Caddy; every response carries Content-Length.
     protocol_version = "HTTP/1.1"
@@ -79,6 +113,8 @@ class Handler(BaseHTTPRequestHandler):
             self.login_form(query.get("next", [""])[0])
         elif url.path == "/account":
             self.account()
+        elif url.path == "/account/sessions":
+            self.sessions()
         elif url.path == "/logout":
             self.logout()
         elif url.path == "/debug/headers":
@@ -98,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
             self.login(form.get("name", [""])[0].strip(), nxt)
         elif url.path == "/logout":
             self.logout()
+        elif url.path == "/logout-everywhere":
+            self.logout_everywhere()
         else:
             self.send(405, page("Method not allowed", ""))
 
@@ -147,11 +185,46 @@ class Handler(BaseHTTPRequestHandler):
 <p>Visits: <span id="counter">{visits}</span></p>
 <p>Session as received in X-Session:</p>
 <pre id="session">{html.escape(json.dumps(data, indent=2))}</pre>
-<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
-"""), headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
+<p><a id="sessions-link" href="/account/sessions">Your sessions</a></p>
+{LOGOUT_FORMS}"""), headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
+
+    def sessions(self):
+        data = self.session()
+        user = data.get("user")
+        if not isinstance(user, dict):
+            self.redirect("/login?next=/account/sessions")
+            return
+        # X-Session-Meta's id is this session's handle, the same id the list
+        # shows, so the page can mark "this device". Caddy sets the header.
+        try:
+            current = str(json.loads(self.headers.get("X-Session-Meta", "{}")).get("id", ""))
+        except (ValueError, AttributeError):
+            current = ""
+        self.send(200, page("Your sessions", f"""
+<p>Signed in as <span id="user">{html.escape(str(user.get("name")))}</span>.
+Every session of this name, on any browser or device:</p>
+<table id="sessions" data-current="{html.escape(current)}">
+<thead><tr><th>Session</th><th>Started</th><th>Last active</th><th>Expires</th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="sessions-status">Loading...</p>
+<noscript><p><a href="/account/sessions.json">The list as JSON</a></p></noscript>
+{LOGOUT_FORMS}
+<script>{SESSIONS_JS}</script>
+"""))
 
     def logout(self):
         self.redirect("/", [("X-Session-Control", "destroy")])
+
+    def logout_everywhere(self):
+        # revoke-all ends every session of this session's subject (the
+        # Caddyfile's `subject user.name`), this one included. Without a
+        # session there is nothing to end, and revoke-all would be refused
+        # (502), so only a logged-in user sends it.
+        if isinstance(self.session().get("user"), dict):
+            self.redirect("/", [("X-Session-Control", "revoke-all")])
+        else:
+            self.redirect("/")
 
     def log_message(self, fmt, *args):
         # Default logging includes the client address only; keep it quiet in

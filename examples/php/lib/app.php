@@ -20,7 +20,8 @@ function session_patch(array $patch): void
     header('X-Session-Patch: ' . json_encode($patch, JSON_THROW_ON_ERROR));
 }
 
-// "regenerate", "destroy" or "max-age=<seconds>", comma-separated.
+// "regenerate", "destroy", "max-age=<seconds>", "revoke-others" or
+// "revoke-all", comma-separated.
 function session_control(string $directives): void
 {
     header('X-Session-Control: ' . $directives);

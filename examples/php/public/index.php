@@ -59,11 +59,28 @@ case '/account':
 <p>Session as received in X-Session:</p>
 <pre id="session">' . e(json_encode((object)$data, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)) . '</pre>
 <form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<form method="post" action="/logout-everywhere">
+<button id="logout-everywhere" type="submit">Log out everywhere</button></form>
 ');
     break;
 
 case '/logout':
     session_control('destroy');
+    redirect('/');
+    break;
+
+case '/logout-everywhere':
+    // revoke-all ends every session of this session's subject (the
+    // Caddyfile's `subject user.name`), this one included. Without a session
+    // there is nothing to end, and revoke-all would be refused (502), so only
+    // a logged-in user sends it. POST only: it changes state.
+    if (!$post) {
+        page('Method not allowed', '', 405);
+        break;
+    }
+    if (is_array(session()['user'] ?? null)) {
+        session_control('revoke-all');
+    }
     redirect('/');
     break;
 
