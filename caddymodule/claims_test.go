@@ -3,14 +3,18 @@ package caddymodule
 // Tests of the documented promises users rely on (issue 13, "true but
 // untested"), through a real Caddy: default expiry, cookie Max-Age,
 // max-age bounds, shortened timeouts, cookie refresh, require_session,
-// placeholders, cache headers on error answers. The MongoDB outage and
-// log claims are in TestClaimMongoFailuresAndLogs.
+// placeholders, cache headers on error answers; and, with MongoDB, the
+// store failures and what the logs never show.
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,7 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/store"
 )
 
@@ -448,5 +455,209 @@ func TestClaimVaryAndPrivateOnErrors(t *testing.T) {
 			}
 			privateAndVaried(t, tc.name, r)
 		})
+	}
+}
+
+// logMarker is placed in session keys and values; no log line may hold it.
+const logMarker = "Qz9marker"
+
+// hexUpstream plays an application whose session headers come hex-coded
+// in the query (p: patch, u: update, c: control), so the data never shows
+// in a logged URI: only what the gateway itself logs can leak it. wait
+// holds the request at a gate; the reply reports X-Session as upstream
+// does.
+func hexUpstream(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if name := q.Get("wait"); name != "" {
+			gateFor(name).pass()
+		}
+		for param, name := range map[string]string{"p": "X-Session-Patch", "u": "X-Session-Update", "c": "X-Session-Control"} {
+			if v := q.Get(param); v != "" {
+				b, _ := hex.DecodeString(v)
+				w.Header().Set(name, string(b))
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"session": r.Header.Get("X-Session"), "meta": r.Header.Get("X-Session-Meta")})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// hexQuery is the query that makes hexUpstream send value in param.
+func hexQuery(param, value string) string { return param + "=" + hex.EncodeToString([]byte(value)) }
+
+// nested is a BSON document depth levels deep, every key the marker.
+func nested(depth int) bson.D {
+	d := bson.D{{Key: logMarker, Value: logMarker}}
+	for range depth {
+		d = bson.D{{Key: logMarker, Value: d}}
+	}
+	return d
+}
+
+// asyncGet sends a GET from g's browser in the background.
+func asyncGet(g *gateway, path string) <-chan *http.Response {
+	out := make(chan *http.Response, 1)
+	go func() {
+		resp, err := g.client.Get(g.base + path)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		out <- resp // nil on error
+	}()
+	return out
+}
+
+// TestClaimMongoFailuresAndLogs, with the MongoDB store: a store failing
+// after the upstream ran is a 503 with Retry-After: 5, a regenerate in an
+// outage creates nothing and leaves the old session working, a document
+// that cannot be converted is a 500; every such answer is private and
+// varies on Cookie; and neither the error log nor the access log shows
+// session data, a key of it, a cookie or the MongoDB URI.
+func TestClaimMongoFailuresAndLogs(t *testing.T) {
+	uri, db := mongotest.Database(t)
+	up := hexUpstream(t)
+	dir := t.TempDir()
+	errorLog, accessLog := filepath.Join(dir, "caddy.log"), filepath.Join(dir, "access.log")
+	opts := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n}\n", dir, errorLog)
+	g := startGateway(t, opts, mongoSessionBody(uri, db, "\t\t\ttimeout 1s\n", "")+"\tlog {\n\t\toutput file "+accessLog+"\n\t\tformat json\n\t}\n", up)
+
+	alice, bob, broken := g, g.visitor(), g.visitor()
+	alice.get("/?" + hexQuery("p", `{"user":"alice"}`))
+	bob.get("/?" + hexQuery("p", `{"user":"bob"}`))
+	broken.get("/?" + hexQuery("p", `{"user":"`+logMarker+`"}`))
+	for _, v := range []*gateway{alice, bob, broken} {
+		if v.sessionCookie("session") == "" {
+			t.Fatal("no session")
+		}
+	}
+
+	t.Run("bad upstream input", func(t *testing.T) {
+		m := logMarker
+		for _, tc := range []struct{ name, query string }{
+			{"$ key", hexQuery("p", `{"$`+m+`":"`+m+`-v"}`)},
+			{"dotted key, nested", hexQuery("p", `{"a":{"`+m+`.k":"`+m+`"}}`)},
+			{"NUL in a key", hexQuery("p", `{"`+m+`\u0000":1}`)},
+			{"truncated", hexQuery("p", `{"`+m+`":"`+m+`-v`)},
+			{"not an object", hexQuery("u", `["`+m+`"]`)},
+			{"number out of range", hexQuery("p", `{"`+m+`":1e400}`)},
+			{"too deep", hexQuery("p", strings.Repeat(`{"`+m+`":`, 40)+"1"+strings.Repeat("}", 40))},
+			{"too big", hexQuery("p", `{"`+m+`":"`+strings.Repeat(m, 1000)+`"}`)},
+			{"unknown control", hexQuery("c", m)},
+			{"bad max-age", hexQuery("c", "max-age="+m)},
+		} {
+			r := alice.get("/?" + tc.query)
+			if r.Status != http.StatusBadGateway {
+				t.Errorf("%s: status %d, want 502", tc.name, r.Status)
+			}
+			privateAndVaried(t, tc.name, r)
+		}
+	})
+
+	t.Run("unconvertible document is a 500", func(t *testing.T) {
+		coll := mongotest.Client(t).Database(db).Collection("sessions")
+		tok, ok := onlyHandler(t).signer.Verify("session", broken.sessionCookie("session"))
+		if !ok {
+			t.Fatal("cookie does not verify")
+		}
+		for _, data := range []any{logMarker + "-as-a-string", nested(100)} {
+			if _, err := coll.UpdateByID(t.Context(), cookie.Key(tok), bson.D{{Key: "$set", Value: bson.D{{Key: "data", Value: data}}}}); err != nil {
+				t.Fatal(err)
+			}
+			r := broken.get("/")
+			if r.Status != http.StatusInternalServerError || r.Header.Get("Retry-After") != "" {
+				t.Errorf("status %d, Retry-After %q; want 500 without Retry-After", r.Status, r.Header.Get("Retry-After"))
+			}
+			privateAndVaried(t, "500", r)
+		}
+	})
+
+	docs := sessionDocs(t, db)
+	// Both requests load their session, then MongoDB stops while the
+	// upstream works, then the upstream answers with a change.
+	write, regen := uniqueName(t), uniqueName(t)
+	wrote := asyncGet(alice, "/?wait="+write+"&"+hexQuery("p", `{"`+logMarker+`":"`+logMarker+`-v"}`))
+	regenerated := asyncGet(bob, "/?wait="+regen+"&"+hexQuery("c", "regenerate"))
+	for _, name := range []string{write, regen} {
+		select {
+		case <-gateFor(name).arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the request did not reach the upstream")
+		}
+	}
+	mongotest.Stop(t)
+	close(gateFor(write).open)
+	close(gateFor(regen).open)
+	for name, ch := range map[string]<-chan *http.Response{"write": wrote, "regenerate": regenerated} {
+		resp := <-ch
+		if resp == nil {
+			t.Fatalf("%s: request failed", name)
+		}
+		r := reply{Status: resp.StatusCode, Header: resp.Header}
+		if r.Status != http.StatusServiceUnavailable || r.Header.Values("Retry-After")[0] != "5" || len(r.Header.Values("Retry-After")) != 1 {
+			t.Errorf("%s with MongoDB down: status %d, Retry-After %q; want 503 and exactly 5", name, r.Status, r.Header.Values("Retry-After"))
+		}
+		if r.Header.Get("Set-Cookie") != "" {
+			t.Errorf("%s with MongoDB down sent a cookie", name)
+		}
+		privateAndVaried(t, name+" 503", r)
+	}
+	mongotest.Restart(t)
+
+	// Once MongoDB is back: nothing was half-written, the regenerate
+	// created no session and the old token still works.
+	deadline := time.Now().Add(20 * time.Second)
+	for r := alice.get("/"); r.Status != http.StatusOK; r = alice.get("/") {
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after MongoDB came back", r.Status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := alice.get("/"); r.RawSession != `{"user":"alice"}` {
+		t.Errorf("the failed write changed the session: %s", r.RawSession)
+	}
+	if r := bob.get("/"); r.RawSession != `{"user":"bob"}` {
+		t.Errorf("the failed regenerate lost the session: %s", r.RawSession)
+	}
+	if n := sessionDocs(t, db); n != docs {
+		t.Errorf("%d session documents after the outage, %d before", n, docs)
+	}
+
+	secrets := []string{logMarker, uri}
+	handles := map[string]string{}
+	for name, v := range map[string]*gateway{"update": alice, "regenerate": bob, "load": broken} {
+		c := v.sessionCookie("session")
+		token, sig, _ := strings.Cut(c, ".")
+		secrets = append(secrets, c, token, sig)
+		handles[name] = cookie.Handle(cookie.Key(token))
+	}
+	errText, err := os.ReadFile(errorLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"refused the upstream's session headers", "unreadable session document", "nested too deeply"} {
+		if !strings.Contains(string(errText), want) {
+			t.Errorf("the log does not say %q: is it captured?", want)
+		}
+	}
+	// Store failures name the session by its handle.
+	for op, handle := range handles {
+		if !strings.Contains(string(errText), "session store: "+op+": session "+handle+": ") {
+			t.Errorf("no log line for the failed %s naming session %s", op, handle)
+		}
+	}
+	accessText, err := os.ReadFile(accessLog)
+	if err != nil || !strings.Contains(string(accessText), `"status":503`) {
+		t.Fatalf("access log not captured: %v", err)
+	}
+	for name, text := range map[string][]byte{"error log": errText, "access log": accessText} {
+		for _, s := range secrets {
+			if strings.Contains(string(text), s) {
+				t.Errorf("the %s holds session data, a token or the URI", name)
+			}
+		}
 	}
 }

@@ -93,7 +93,7 @@ func (h *Handler) load(r *http.Request, st *state, token string) error {
 	case errors.Is(err, store.ErrNotFound):
 		return nil
 	default:
-		return h.storeError("load", "", err)
+		return h.storeError("load", cookie.Handle(key), err)
 	}
 	st.token, st.key = token, key
 	if !h.policy.alive(rec, st.now) {
