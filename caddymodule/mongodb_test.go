@@ -110,10 +110,14 @@ func provisionMongo(t *testing.T, m *MongoDBStore) *MongoDBStore {
 	return m
 }
 
+// TestMongoDBStoreConformance runs the suite on modules sharing one pooled
+// client, each subtest on a database of its own (FerretDB scans a whole
+// collection for a compare-and-set write, see mongostore's tests).
 func TestMongoDBStoreConformance(t *testing.T) {
-	uri, db := mongotest.Database(t)
-	m := provisionMongo(t, &MongoDBStore{URI: uri, Database: db})
-	storetest.Run(t, func(*testing.T) store.Store { return m })
+	storetest.Run(t, func(t *testing.T) store.Store {
+		uri, db := mongotest.Database(t)
+		return provisionMongo(t, &MongoDBStore{URI: uri, Database: db})
+	})
 }
 
 // TestMongoDBStoreSharedClient: two modules with the same URI (two

@@ -128,6 +128,7 @@ type encoder struct {
 	pos       int
 	str       []byte // scratch for unescaped strings
 	noDecimal bool   // write big integers as {"%n": "<digits>"}
+	decimals  bool   // a Decimal128 was written
 }
 
 func (e *encoder) errorf(kind string) error {
@@ -141,7 +142,18 @@ func toBSON(dst, data []byte) ([]byte, error) { return toBSONWith(dst, data, fal
 // toBSONWith is toBSON; noDecimal stores integers outside int64 as
 // {"%n": "<digits>"} instead of Decimal128.
 func toBSONWith(dst, data []byte, noDecimal bool) ([]byte, error) {
+	out, _, err := encode(dst, data, noDecimal)
+	return out, err
+}
+
+// encode is toBSONWith that also reports whether it wrote a Decimal128.
+func encode(dst, data []byte, noDecimal bool) (out []byte, decimals bool, err error) {
 	e := encoder{in: data, noDecimal: noDecimal}
+	out, err = e.toBSON(dst)
+	return out, e.decimals, err
+}
+
+func (e *encoder) toBSON(dst []byte) ([]byte, error) {
 	e.ws()
 	if e.pos == len(e.in) {
 		return bsoncore.BuildDocument(dst), nil
@@ -531,6 +543,7 @@ func (e *encoder) number(dst []byte) ([]byte, bsoncore.Type, error) {
 			d, err := bson.ParseDecimal128(string(lit))
 			if err == nil {
 				h, l := d.GetBytes()
+				e.decimals = true
 				return bsoncore.AppendDecimal128(dst, h, l), bsoncore.TypeDecimal128, nil
 			}
 		}

@@ -1,6 +1,7 @@
 package mongostore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,22 +32,36 @@ const (
 // is read as it is and rewritten in format 2 by its next Update.
 const formatVersion int32 = 2
 
-// encodeData converts the session data to the BSON document kept in data.
-func (s *Store) encodeData(data json.RawMessage) (bson.Raw, error) {
-	doc, err := toBSONWith(nil, data, s.noDecimal.Load())
-	if err != nil {
-		return nil, err
+// appendData appends the BSON document for the session data. Integers
+// outside int64 are Decimal128 unless the server refuses them; one written
+// before the start-up check knows (FerretDB 1.x drops the connection on a
+// Decimal128) waits for the check, within ctx.
+func (s *Store) appendData(ctx context.Context, dst []byte, data json.RawMessage) ([]byte, error) {
+	start := len(dst)
+	out, decimals, err := encode(dst, data, s.noDecimal.Load())
+	if err != nil || !decimals {
+		return out, err
 	}
-	return bson.Raw(doc), nil
+	select {
+	case <-s.probed:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: the server check has not finished: %w", store.ErrUnavailable, ctx.Err())
+	case <-s.bg.Done():
+		return nil, fmt.Errorf("%w: store closed", store.ErrUnavailable)
+	}
+	if s.noDecimal.Load() {
+		return toBSONWith(out[:start], data, true)
+	}
+	return out, nil
 }
 
 // encodeDocument builds the whole format-2 document Create inserts.
-func (s *Store) encodeDocument(key string, rec *store.Record) (bson.Raw, error) {
+func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Record) (bson.Raw, error) {
 	idx, b := bsoncore.AppendDocumentStart(make([]byte, 0, 160+len(rec.Data)))
 	b = bsoncore.AppendStringElement(b, fieldID, key)
 	b = bsoncore.AppendInt32Element(b, fieldFormat, formatVersion)
 	b = bsoncore.AppendHeader(b, bsoncore.TypeEmbeddedDocument, fieldData)
-	b, err := toBSONWith(b, rec.Data, s.noDecimal.Load())
+	b, err := s.appendData(ctx, b, rec.Data)
 	if err != nil {
 		return nil, err
 	}

@@ -267,7 +267,8 @@ type Store struct {
 
 	bg        context.Context // background work; Close cancels it
 	cancelBG  context.CancelFunc
-	ready     chan struct{} // closed when the start-up checks are done
+	ready     chan struct{} // closed when the start-up work is done
+	probed    chan struct{} // closed when noDecimal is known
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -327,6 +328,7 @@ func New(client *mongo.Client, opts Options) (*Store, error) {
 		redact:        newRedactor(opts.URI),
 		w:             wc.W,
 		ready:         make(chan struct{}),
+		probed:        make(chan struct{}),
 	}
 	s.bg, s.cancelBG = context.WithCancel(context.Background())
 	s.start()
@@ -397,12 +399,12 @@ func (s *Store) Create(ctx context.Context, key string, rec *store.Record) error
 	if err := s.writeConcernProblem(); err != nil {
 		return fmt.Errorf("mongostore: create: %w", err)
 	}
-	doc, err := s.encodeDocument(key, rec)
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	doc, err := s.encodeDocument(ctx, key, rec)
 	if err != nil {
 		return fmt.Errorf("mongostore: create: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
 	if _, err := s.coll.InsertOne(ctx, doc); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
 			return store.ErrExists
@@ -439,13 +441,15 @@ func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now t
 	if err := s.writeConcernProblem(); err != nil {
 		return fmt.Errorf("mongostore: update: %w", err)
 	}
-	data, err := s.encodeData(rec.Data)
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	data, err := s.appendData(ctx, nil, rec.Data)
 	if err != nil {
 		return fmt.Errorf("mongostore: update: %w", err)
 	}
 	set := bson.D{
 		{Key: fieldFormat, Value: formatVersion},
-		{Key: fieldData, Value: data},
+		{Key: fieldData, Value: bson.Raw(data)},
 		{Key: fieldUpdated, Value: now},
 		{Key: fieldExpires, Value: rec.Expires},
 		{Key: fieldMaxAge, Value: rec.MaxAge.Milliseconds()},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -53,12 +54,48 @@ func waitReady(t testing.TB, s *Store) {
 	}
 }
 
+// TestConformance runs the suite on stores that share one client (one
+// connection pool), each subtest on a collection of its own: FerretDB's
+// SQLite backend scans the whole collection for a compare-and-set write
+// (it uses an index only for a filter on _id alone), so one collection
+// that grows through the suite makes its concurrency tests slow there.
 func TestConformance(t *testing.T) {
-	s := open(t, Options{})
-	storetest.Run(t, func(*testing.T) store.Store { return s })
+	shared := open(t, Options{})
+	newStore := func(t *testing.T) store.Store {
+		s, err := New(shared.client, Options{Database: shared.coll.Database().Name(), Collection: uniqueCollection(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close(context.Background()) })
+		waitReady(t, s)
+		return s
+	}
+	storetest.Run(t, newStore)
 	t.Run("SubjectIndexRequired", func(t *testing.T) {
-		storetest.RunSubjectIndex(t, func(*testing.T) store.Store { return s })
+		storetest.RunSubjectIndex(t, newStore)
 	})
+}
+
+// uniqueCollection names a collection after the test, unique in its
+// database.
+func uniqueCollection(t *testing.T) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(t.Name()) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	collections.Lock()
+	defer collections.Unlock()
+	collections.n++
+	return fmt.Sprintf("s%d_%.40s", collections.n, b.String())
+}
+
+var collections struct {
+	sync.Mutex
+	n int
 }
 
 // TestConformanceOwnStores gives every subtest a store (and client) of its
@@ -709,5 +746,28 @@ func TestTimeoutDefaults(t *testing.T) {
 				t.Fatalf("op %v connect %v, want %v and %v", o.OpTimeout, o.ConnectTimeout, tc.op, tc.connect)
 			}
 		})
+	}
+}
+
+// TestBigIntegerRightAfterOpen: a write of an integer outside int64 made
+// before the start-up check has found out whether the server takes
+// Decimal128 waits for it, rather than sending a Decimal128 to a server
+// that drops the connection on one (FerretDB 1.x).
+func TestBigIntegerRightAfterOpen(t *testing.T) {
+	t.Parallel()
+	uri, db := mongotest.Database(t)
+	s, err := Open(Options{URI: uri, Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	now := time.Now().Truncate(time.Millisecond)
+	data := raw(`{"big":-12345678901234567890123456789012}`)
+	if err := s.Create(t.Context(), "k", &store.Record{Data: data, Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatalf("Create right after Open: %v", err)
+	}
+	got, err := s.Find(t.Context(), "k", now)
+	if err != nil || string(got.Data) != string(data) {
+		t.Fatalf("Find: %v, %v", got, err)
 	}
 }

@@ -79,6 +79,14 @@ func (s *Store) writeConcernProblem() error {
 // there (ferretdbVersion); from version 2 on it keeps Decimal128. Without
 // it, the store writes such integers as {"%n": "<digits>"}.
 func (s *Store) probeDecimal(ctx context.Context) error {
+	err := s.askDecimal(ctx)
+	if err == nil {
+		close(s.probed) // retry calls again only after an outage
+	}
+	return err
+}
+
+func (s *Store) askDecimal(ctx context.Context) error {
 	info, err := s.client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Raw()
 	if err != nil {
 		if isUnavailable(err) {
