@@ -19,14 +19,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/sessiongate/caddy-session/cookie"
 	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
 // onlyHandler is the one session handler of the running config.
@@ -659,5 +663,86 @@ func TestClaimMongoFailuresAndLogs(t *testing.T) {
 				t.Errorf("the %s holds session data, a token or the URI", name)
 			}
 		}
+	}
+}
+
+// rotateFails makes the rotfail store's Rotate fail: 0 never, else with
+// that error kind (1 unavailable, 2 another error).
+var rotateFails atomic.Int32
+
+// rotFailStore is a real memory store whose Rotate fails when rotateFails
+// says so, the step of a regenerate after the new session was created.
+// It is http.session.stores.rotfail.
+type rotFailStore struct {
+	*memstore.Store
+}
+
+func init() { caddy.RegisterModule(new(rotFailStore)) }
+
+func (*rotFailStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.session.stores.rotfail", New: func() caddy.Module { return new(rotFailStore) }}
+}
+
+func (f *rotFailStore) Provision(caddy.Context) error {
+	f.Store = memstore.New()
+	return nil
+}
+
+func (f *rotFailStore) Cleanup() error { return f.Store.Close() }
+
+// UnmarshalCaddyfile accepts `store rotfail`.
+func (*rotFailStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+func (f *rotFailStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
+	switch rotateFails.Load() {
+	case 1:
+		return fmt.Errorf("%w: rotfail test store", store.ErrUnavailable)
+	case 2:
+		return errors.New("rotfail test store: refused")
+	}
+	return f.Store.Rotate(ctx, key, version, successor, until, now)
+}
+
+// TestClaimFailedRegenerateLeavesNoNewSession: when retiring the old
+// session fails, the regenerate answers 503 (store unavailable) or 500
+// (another failure), removes the session it had just created, sends no
+// cookie, and the old session goes on unchanged.
+func TestClaimFailedRegenerateLeavesNoNewSession(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), sessionBody("\t\tstore rotfail\n"), up)
+	t.Cleanup(func() { rotateFails.Store(0) })
+	g.get("/?" + patchQuery(`{"user":"ann"}`))
+	st := onlyHandler(t).store.(*rotFailStore)
+	old := g.sessionCookie("session")
+	for _, tc := range []struct {
+		name       string
+		mode       int32
+		status     int
+		retryAfter string
+	}{
+		{"store unavailable", 1, http.StatusServiceUnavailable, "5"},
+		{"other store failure", 2, http.StatusInternalServerError, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rotateFails.Store(tc.mode)
+			r := g.get("/?control=regenerate&" + patchQuery(`{"user":"bob"}`))
+			rotateFails.Store(0)
+			if r.Status != tc.status || r.Header.Get("Retry-After") != tc.retryAfter {
+				t.Fatalf("status %d, Retry-After %q; want %d %q", r.Status, r.Header.Get("Retry-After"), tc.status, tc.retryAfter)
+			}
+			if r.Header.Get("Set-Cookie") != "" || g.sessionCookie("session") != old {
+				t.Fatal("a failed regenerate sent a cookie")
+			}
+			privateAndVaried(t, tc.name, r)
+			if n := st.Len(); n != 1 {
+				t.Fatalf("%d records in the store, want the old session only", n)
+			}
+			if r := g.get("/"); r.RawSession != `{"user":"ann"}` {
+				t.Fatalf("old session after the failed regenerate: %s", r.RawSession)
+			}
+		})
 	}
 }
