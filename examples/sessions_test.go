@@ -150,6 +150,22 @@ func sessionsWalk(t *testing.T, s site) {
 			t.Errorf("/account/sessions.json holds a session token")
 		}
 	}
+
+	// The admin endpoint logs each request with its headers: the route
+	// sends it none but Host, so no session data (X-Session) is logged.
+	admin := 0
+	for _, line := range strings.Split(tail(s.caddy.log, 1<<30), "\n") {
+		if !strings.Contains(line, `"/session/subjects/`) {
+			continue
+		}
+		admin++
+		if strings.Contains(strings.ToLower(line), "x-session") || strings.Contains(line, "visits") {
+			t.Errorf("the admin endpoint logged session headers or data: %s", line)
+		}
+	}
+	if admin == 0 {
+		t.Errorf("Caddy's log has no admin request for /session/subjects/: the check above saw nothing")
+	}
 }
 
 // sessions fetches /account/sessions.json as the page's script does.
