@@ -15,7 +15,6 @@ import (
 // sessions of the user, the other browser on its next request, while the
 // other user's session lives on. walk calls it for every example and store.
 func everywhere(t *testing.T, s site) {
-	t.Helper()
 	laptop, phone, other := newClient(t, s.base), newClient(t, s.base), newClient(t, s.base)
 	laptopToken := laptop.login("frank", "/account", "/account")
 	phoneToken := phone.login("frank", "/account", "/account")
