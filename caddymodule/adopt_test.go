@@ -442,13 +442,14 @@ func TestAdoptWalk(t *testing.T) {
 
 			// A request that left with the legacy cookies before the
 			// adopting response arrived joins: the adopted session, no
-			// cookie of either kind.
-			j := rig.get(legacy.copyOf(v.legacyNames()...), "/")
+			// cookie of either kind, read-only (its patch is dropped).
+			j := rig.get(legacy.copyOf(v.legacyNames()...), "/?patch="+url.QueryEscape(`{"joiner":1}`))
 			if j.session != string(want) || j.meta["adopted"] != v.kind || j.meta["id"] != handle || len(j.setCookies) != 0 {
 				t.Fatalf("joined request: session %s meta %v Set-Cookie %q", j.session, j.meta, j.setCookies)
 			}
 
-			// The next request uses the gateway session: nothing adopted.
+			// The next request uses the gateway session: nothing adopted,
+			// and the joiner's patch was dropped.
 			r = rig.get(b, "/")
 			if r.session != string(want) || r.meta["new"] != false || r.meta["id"] != handle || r.meta["adopted"] != nil {
 				t.Fatalf("request after adoption: session %s meta %v", r.session, r.meta)
