@@ -301,10 +301,11 @@ func TestClaimShortenedTimeoutsApplyAtOnce(t *testing.T) {
 }
 
 // TestClaimCappedCookieIsRefreshed: with cookie_max_age the cookie is
-// re-sent by every touch and every write, so an active user keeps it.
+// re-sent by the touches and the writes, so an active user keeps it for
+// as long as the session lives, up to the end of its lifetime.
 func TestClaimCappedCookieIsRefreshed(t *testing.T) {
 	up := upstream(t)
-	g := startGateway(t, globalOptions(t), sessionBody("\t\tcookie_max_age 10m\n"), up)
+	g := startGateway(t, globalOptions(t), sessionBody("\t\tidle_timeout 20m\n\t\tlifetime 1h\n\t\tcookie_max_age 10m\n"), up)
 	r := g.get("/?" + patchQuery(`{"a":1}`))
 	wantMaxAge(t, "create", r, 10*time.Minute, 0)
 	token := g.sessionCookie("session")
@@ -313,20 +314,34 @@ func TestClaimCappedCookieIsRefreshed(t *testing.T) {
 	if r := g.get("/"); r.Header.Get("Set-Cookie") != "" {
 		t.Fatal("the cookie was re-sent within the touch interval, with no write")
 	}
-	// An active user, for longer than the cookie's max age: every touch
-	// re-sends the same cookie for another 10 minutes.
-	for step := range 12 { // 12 x 4m = 48m
+	skew(t, 31*time.Second)
+	wantMaxAge(t, "first touch", g.get("/"), 10*time.Minute, 0)
+	wantMaxAge(t, "write", g.get("/?"+patchQuery(`{"a":2}`)), 10*time.Minute, 0)
+
+	// An active user, a request every 4 minutes until the lifetime ends:
+	// the browser's cookie (by the Max-Age it was last sent with) never
+	// runs out while the session lives.
+	elapsed, cookieEnd := 61*time.Second, 61*time.Second+10*time.Minute
+	for elapsed+4*time.Minute < time.Hour {
 		skew(t, 4*time.Minute)
-		r := g.get("/")
-		if r.RawSession != `{"a":1}` {
-			t.Fatalf("step %d: session lost", step)
+		elapsed += 4 * time.Minute
+		if elapsed >= cookieEnd {
+			t.Fatalf("%v after creation the browser's cookie has run out (at %v), the session lives until 1h", elapsed, cookieEnd)
 		}
-		wantMaxAge(t, fmt.Sprintf("touch %d", step), r, 10*time.Minute, 0)
+		r := g.get("/")
+		if r.RawSession != `{"a":2}` {
+			t.Fatalf("%v after creation: session lost", elapsed)
+		}
+		if c := sessionSetCookie(r); c != nil {
+			cookieEnd = elapsed + time.Duration(c.MaxAge)*time.Second
+		}
 		if g.sessionCookie("session") != token {
 			t.Fatal("a touch changed the token")
 		}
 	}
-	wantMaxAge(t, "write", g.get("/?"+patchQuery(`{"a":2}`)), 10*time.Minute, 0)
+	if cookieEnd < time.Hour-time.Second {
+		t.Fatalf("the last cookie ends %v after creation, before the session (1h)", cookieEnd)
+	}
 }
 
 // TestClaimRequireSession: redirects are 303 for non-GET, never cached,

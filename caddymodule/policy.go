@@ -60,7 +60,9 @@ func (p policy) touchInterval(rec *store.Record) time.Duration {
 // and to when: once per touch interval, when that moves the session's
 // end as alive sees it. After idle_timeout was shortened that end is
 // before the stored expiry, and only the touch's new Updated keeps an
-// active session alive.
+// active session alive. A capped cookie, sent with every write, is due
+// again while the one sent at the last write ends before the lifetime
+// does, even when the expiry no longer moves.
 func (p policy) touchDue(rec *store.Record, now time.Time) (time.Time, bool) {
 	if now.Sub(rec.Updated) < p.touchInterval(rec) {
 		return time.Time{}, false
@@ -71,7 +73,8 @@ func (p policy) touchDue(rec *store.Record, now time.Time) (time.Time, bool) {
 		end = rec.Expires
 	}
 	exp := p.expiry(rec.Created, idle, now)
-	return exp, exp.After(end)
+	cookieRunsOut := p.refreshCookie() && rec.Updated.Add(p.cookieMaxAge).Before(rec.Created.Add(p.lifetime))
+	return exp, exp.After(end) || cookieRunsOut
 }
 
 // cookieAge is the Max-Age of rec's cookie sent at now: until the lifetime

@@ -157,6 +157,34 @@ func TestPolicyTouchDue(t *testing.T) {
 	}
 }
 
+func TestPolicyTouchDueCappedCookie(t *testing.T) {
+	t.Parallel()
+	// idle_timeout 20m, lifetime 1h: from 40m on the expiry is capped at
+	// 1h and no longer moves.
+	for _, tc := range []struct {
+		name         string
+		cookieMaxAge time.Duration
+		updated, now int // minutes after creation
+		due          bool
+	}{
+		{"expiry capped, no cookie cap: no write", 0, 44, 48, false},
+		{"expiry capped, the last cookie ends before the lifetime", 10 * time.Minute, 44, 48, true},
+		{"expiry capped, the last cookie lasts the lifetime", 10 * time.Minute, 52, 56, false},
+		{"within the touch interval", 10 * time.Minute, 44, 44, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := policy{idle: 20 * time.Minute, lifetime: time.Hour, cookieMaxAge: tc.cookieMaxAge}
+			exp, due := p.touchDue(policyRec(tc.updated, 60, 0), policyAt(time.Duration(tc.now)*time.Minute))
+			if due != tc.due {
+				t.Fatalf("due = %v, want %v", due, tc.due)
+			}
+			if due && !exp.Equal(policyAt(time.Hour)) {
+				t.Errorf("expires %v after creation, want 1h", exp.Sub(policyT0))
+			}
+		})
+	}
+}
+
 func TestPolicyCookieAge(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
