@@ -296,7 +296,8 @@ func TestHardeningUnmatchedRequests(t *testing.T) {
 	}
 }
 
-// flakyMode makes the flaky store fail: 0 never, 1 on writes, 2 always.
+// flakyMode makes the flaky store fail: 0 never, 1 on writes, 2 always;
+// 3 makes every Update and Rotate lose its compare-and-set.
 var flakyMode atomic.Int32
 
 // flakyOps records the flaky store's calls when recording is on.
@@ -372,6 +373,9 @@ func (f *flakyStore) Update(ctx context.Context, key string, rec *store.Record, 
 	if err := f.call("update", true); err != nil {
 		return err
 	}
+	if flakyMode.Load() == 3 {
+		return store.ErrConflict
+	}
 	return f.Store.Update(ctx, key, rec, now)
 }
 
@@ -385,6 +389,9 @@ func (f *flakyStore) Touch(ctx context.Context, key string, expires, now time.Ti
 func (f *flakyStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
 	if err := f.call("rotate", true); err != nil {
 		return err
+	}
+	if flakyMode.Load() == 3 {
+		return store.ErrConflict
 	}
 	return f.Store.Rotate(ctx, key, version, successor, until, now)
 }
@@ -447,4 +454,77 @@ func TestHardeningStoreFailureKeepsEarlierHeaders(t *testing.T) {
 // uniqueName is a name no other test uses (memory stores, gates).
 func uniqueName(t *testing.T) string {
 	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + rand.Text()[:8]
+}
+
+// TestHardeningContentionIsA503 makes every compare-and-set lose: after a
+// few attempts the gateway answers 503 with Retry-After and writes
+// nothing, for updates and regenerates alike.
+func TestHardeningContentionIsA503(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), "\tsession {\n\t\tstore flaky\n\t\tsecret "+testSecret+"\n\t}\n", up)
+	t.Cleanup(func() {
+		flakyMode.Store(0)
+		flakyOps.Lock()
+		flakyOps.on, flakyOps.ops = false, nil
+		flakyOps.Unlock()
+	})
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	token := g.sessionCookie("session")
+	for _, tc := range []struct{ name, query, write string }{
+		{"patch", patchQuery(`{"n":1}`), "update"},
+		{"regenerate", "control=regenerate&" + patchQuery(`{"n":1}`), "rotate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			flakyMode.Store(3)
+			takeFlakyOps()
+			r := g.get("/?" + tc.query)
+			ops := takeFlakyOps()
+			flakyMode.Store(0)
+			if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") != "5" {
+				t.Fatalf("status %d, Retry-After %q; want 503 and 5", r.Status, r.Header.Get("Retry-After"))
+			}
+			if n := strings.Count(strings.Join(ops, " "), tc.write); n < 2 || n > 8 {
+				t.Fatalf("store calls %q: want a few bounded %s attempts", ops, tc.write)
+			}
+			if r.Header.Get("Set-Cookie") != "" || g.sessionCookie("session") != token {
+				t.Fatalf("a failed write touched the cookie: %q", r.Header.Get("Set-Cookie"))
+			}
+			if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
+				t.Fatalf("session after contention: %s", r.RawSession)
+			}
+		})
+	}
+}
+
+// TestHardeningErrorAnswersVaryOnCookie: every error answer of a request
+// through the session, before or after the upstream, varies on Cookie
+// and is private when the request had a session.
+func TestHardeningErrorAnswersVaryOnCookie(t *testing.T) {
+	up := upstream(t)
+	g := startGateway(t, globalOptions(t), basicSession+"\terror /boom \"boom\" 500\n", up)
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	for _, tc := range []struct {
+		name, path string
+		status     int
+	}{
+		{"error raised before the upstream", "/boom", 500},
+		{"bad upstream input", "/?" + patchQuery(`{"broken":`), http.StatusBadGateway},
+		{"upstream error status", "/?status=500", 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := g.get(tc.path)
+			if r.Status != tc.status {
+				t.Fatalf("status %d, want %d", r.Status, tc.status)
+			}
+			if !strings.Contains(r.Header.Get("Vary"), "Cookie") || !strings.Contains(r.Header.Get("Cache-Control"), "private") {
+				t.Fatalf("Vary %q, Cache-Control %q", r.Header.Get("Vary"), r.Header.Get("Cache-Control"))
+			}
+		})
+	}
+	t.Run("no session: varies, not private", func(t *testing.T) {
+		r := g.visitor().get("/boom")
+		if r.Status != 500 || !strings.Contains(r.Header.Get("Vary"), "Cookie") || strings.Contains(r.Header.Get("Cache-Control"), "private") {
+			t.Fatalf("status %d, Vary %q, Cache-Control %q", r.Status, r.Header.Get("Vary"), r.Header.Get("Cache-Control"))
+		}
+	})
 }
