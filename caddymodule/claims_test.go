@@ -554,6 +554,11 @@ func TestClaimMongoFailuresAndLogs(t *testing.T) {
 			t.Fatal("no session")
 		}
 	}
+	// A request whose X-Session holds the marker, answered normally: the
+	// access log must not show the header the gateway added.
+	if r := broken.get("/"); r.RawSession != `{"user":"`+logMarker+`"}` {
+		t.Fatalf("session %s", r.RawSession)
+	}
 
 	t.Run("bad upstream input", func(t *testing.T) {
 		m := logMarker
