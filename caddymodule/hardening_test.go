@@ -98,15 +98,17 @@ func TestHardeningRequestTrailers(t *testing.T) {
 	g.get("/?" + patchQuery(`{"user":"alice"}`))
 	token := g.sessionCookie("session")
 
-	for _, tc := range []struct{ name, cookie string }{
-		{"with a session", "Cookie: session=" + token + "\r\n"},
-		{"new visitor", ""},
+	const declared = "Trailer: X-Session, x-session-update, X_Session_Patch, X-SESSION-META, x_session, X-Checksum\r\n"
+	for _, tc := range []struct{ name, cookie, trailer string }{
+		{"with a session", "Cookie: session=" + token + "\r\n", declared},
+		{"new visitor", "", declared},
+		{"only the ordinary trailer declared", "Cookie: session=" + token + "\r\n", "Trailer: X-Checksum\r\n"},
+		{"nothing declared", "Cookie: session=" + token + "\r\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spoof := `{"user":"admin"}`
 			raw := "POST /upload HTTP/1.1\r\nHost: " + g.hostOf() + "\r\n" + tc.cookie +
-				"Transfer-Encoding: chunked\r\n" +
-				"Trailer: X-Session, x-session-update, X_Session_Patch, X-SESSION-META, x_session, X-Checksum\r\n" +
+				"Transfer-Encoding: chunked\r\n" + tc.trailer +
 				"Connection: close\r\n\r\n" +
 				"5\r\nhello\r\n0\r\n" +
 				"X-Session: " + spoof + "\r\n" +
@@ -120,8 +122,8 @@ func TestHardeningRequestTrailers(t *testing.T) {
 			if r.Status != 200 {
 				t.Fatalf("status %d: %s", r.Status, body)
 			}
-			// The channel works: an ordinary trailer gets through.
-			if got := r.Trailer["X-Checksum"]; !slices.Equal(got, []string{"abc"}) {
+			// The channel works: an ordinary declared trailer gets through.
+			if got := r.Trailer["X-Checksum"]; tc.trailer != "" && !slices.Equal(got, []string{"abc"}) {
 				t.Fatalf("the ordinary trailer did not reach the upstream (%v): the test proves nothing", r.Trailer)
 			}
 			for name, vals := range r.Trailer {
@@ -192,6 +194,10 @@ func TestHardeningResponseTrailers(t *testing.T) {
 		`x-session-update:{"user":"mallory"}`,
 		"X-Session-Control:destroy",
 		"X-Checksum:abc",
+	}, "ptrailer": { // sent without being announced
+		`X-Session-Update:{"user":"mallory"}`,
+		`X_Session_Meta:{"new":true}`,
+		"X-Late:1",
 	}}
 	raw := "GET /?" + q.Encode() + " HTTP/1.1\r\nHost: " + g.hostOf() + "\r\nCookie: session=" + token +
 		"\r\nConnection: close\r\n\r\n"
@@ -209,7 +215,7 @@ func TestHardeningResponseTrailers(t *testing.T) {
 		t.Fatalf("no last chunk in %q", rest)
 	}
 	trailer := rest[i:]
-	if !bytes.Contains(trailer, []byte("X-Checksum: abc")) {
+	if !bytes.Contains(trailer, []byte("X-Checksum: abc")) || !bytes.Contains(trailer, []byte("X-Late: 1")) {
 		t.Fatalf("the ordinary trailer did not reach the client (%q): the test proves nothing", trailer)
 	}
 	for _, part := range [][]byte{head, trailer} {

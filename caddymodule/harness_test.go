@@ -108,6 +108,10 @@ func upstream(t testing.TB) *httptest.Server {
 			name, value, _ := strings.Cut(tv, ":")
 			w.Header().Set(name, value)
 		}
+		for _, tv := range q["ptrailer"] { // ptrailer=<name>:<value>, a trailer never announced
+			name, value, _ := strings.Cut(tv, ":")
+			w.Header().Set(http.TrailerPrefix+name, value)
+		}
 	}))
 	t.Cleanup(srv.Close)
 	return srv
