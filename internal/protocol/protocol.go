@@ -76,7 +76,10 @@ const maxAgeLimit = 10 * 365 * 24 * time.Hour
 var ErrBadUpstream = errors.New("bad session headers from upstream")
 
 func badf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadUpstream, fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	// A wrapped cause that is itself bad upstream input says so once.
+	msg = strings.ReplaceAll(msg, ErrBadUpstream.Error()+": ", "")
+	return fmt.Errorf("%w: %s", ErrBadUpstream, msg)
 }
 
 // Input is what an upstream response said about the session: the values
