@@ -256,3 +256,45 @@ func TestRaceCASCostMongoDB(t *testing.T) {
 		t.Fatalf("data %s", r.RawSession)
 	}
 }
+
+// TestRaceLateRequestsAfterLogin: requests that loaded the session before
+// a login regenerated it, and answer after, send no cookie (which would
+// replace or expire the login's) and leave the new session alone.
+func TestRaceLateRequestsAfterLogin(t *testing.T) {
+	for _, st := range raceStores {
+		for _, late := range []struct{ name, query, extra string }{
+			{"read-only request with a due touch and a capped cookie", "", "\t\tcookie_max_age 10m\n"},
+			{"unchanged write with a capped cookie", patchQuery(`{"n":1}`), "\t\tcookie_max_age 10m\n"},
+			{"write", patchQuery(`{"late":1}`), ""},
+		} {
+			t.Run(st.name+"/"+late.name, func(t *testing.T) {
+				up := upstream(t)
+				body := st.body(t)
+				if late.extra != "" {
+					body = strings.Replace(body, "\t\tsecret ", late.extra+"\t\tsecret ", 1)
+				}
+				g := startGateway(t, globalOptions(t), body, up)
+				g.get("/?" + patchQuery(`{"n":1}`))
+				skew(t, 2*time.Minute) // the touch is due
+
+				gate := uniqueName(t)
+				slow := g.goGet("/?wait=" + gate + "&" + late.query)
+				<-gateFor(gate).arrived
+				login := g.get("/?control=regenerate&" + patchQuery(`{"user":"bob"}`))
+				after := g.sessionCookie("session")
+				if login.Status != 200 || after == "" {
+					t.Fatalf("login: status %d", login.Status)
+				}
+				close(gateFor(gate).open)
+				rs := <-slow
+				if sc := rs.Header.Values("Set-Cookie"); len(sc) != 0 {
+					t.Errorf("the late request sent a cookie, undoing the login: %d Set-Cookie", len(sc))
+				}
+				g.setCookie("session", after)
+				if r := g.get("/"); r.RawSession != `{"n":1,"user":"bob"}` {
+					t.Fatalf("the login's session after the late request: %s", r.RawSession)
+				}
+			})
+		}
+	}
+}
