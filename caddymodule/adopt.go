@@ -81,7 +81,8 @@ func (h *Handler) sweepAdoptedOnce() {
 // adoptLegacy runs when the request has no live gateway session: a valid
 // legacy cookie becomes a gateway session, once. With a live session it
 // only expires the legacy cookies, which a gateway session always wins
-// over. Requests without legacy cookies pay one substring search.
+// over; an unsafe cross-origin request is not adopted. Requests without
+// legacy cookies pay one substring search.
 func (h *Handler) adoptLegacy(r *http.Request, st *state) error {
 	for _, src := range h.sources {
 		if !src.Present(r.Header) {
@@ -89,6 +90,14 @@ func (h *Handler) adoptLegacy(r *http.Request, st *state) error {
 		}
 		if st.rec != nil || st.rotated {
 			st.legacyExpire = append(st.legacyExpire, src.Discard(r.Header, r.TLS != nil)...)
+			continue
+		}
+		if h.csrf != nil && h.csrf.Check(r) != nil {
+			// The cross-origin protection covers legacy cookies too. The
+			// request goes on without a session; the legacy cookies are
+			// kept in the browser for its next same-origin request.
+			_ = src.Discard(r.Header, false)
+			h.logger.Info("legacy session not adopted", zap.String("source", src.Name()), zap.String("reason", "cross-origin request"))
 			continue
 		}
 		if err := h.adoptFrom(r, st, src); err != nil {

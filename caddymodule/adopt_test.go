@@ -898,3 +898,50 @@ func TestAdoptCaddyfileParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptCrossOrigin: an unsafe cross-origin request carrying a valid
+// legacy cookie is not adopted (the gateway's cross-origin protection
+// covers legacy cookies too): it goes on without a session, as a request
+// without cookies would (so a form_post login callback still works), no
+// cookie is set or expired, the legacy session is not claimed, and the
+// next same-origin request adopts it.
+func TestAdoptCrossOrigin(t *testing.T) {
+	for _, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			rig := startAdoptRig(t, v, "")
+			b := newBrowser()
+			want := rig.login(b, "alice")
+			req, _ := http.NewRequest(http.MethodPost, rig.base+"/transfer", strings.NewReader("amount=1"))
+			req.Header.Set("Cookie", b.header())
+			req.Header.Set("Origin", "https://evil.example")
+			req.Header.Set("Sec-Fetch-Site", "cross-site")
+			res, err := rig.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			var rep struct{ Session string }
+			_ = json.Unmarshal(body, &rep)
+			if res.StatusCode != http.StatusOK || rep.Session != "{}" {
+				t.Fatalf("cross-origin POST: status %d, upstream session of %d bytes; want 200 without a session", res.StatusCode, len(rep.Session))
+			}
+			if sc := res.Header["Set-Cookie"]; len(sc) != 0 {
+				t.Fatalf("a cross-origin POST set cookies: %q", sc)
+			}
+			if n := sessionDocs(t, rig.gwDB); n != 0 {
+				t.Fatalf("%d gateway sessions after a cross-origin POST, want 0", n)
+			}
+			if v.store {
+				if doc := rig.legacyDoc(rig.legacyID(b)); doc == nil || doc.Lookup("adopted").Type != 0 {
+					t.Fatal("a cross-origin POST claimed the legacy document")
+				}
+			}
+			if e := rig.logEntries("legacy session not adopted"); len(e) != 1 || e[0]["reason"] != "cross-origin request" {
+				t.Fatalf("log lines for the cross-origin POST: %v", e)
+			}
+			r := rig.get(b, "/")
+			rig.checkAdopted(r, want)
+		})
+	}
+}
