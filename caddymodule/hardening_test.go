@@ -260,8 +260,19 @@ func TestHardeningResponseTrailers(t *testing.T) {
 }
 
 func TestHardeningUnmatchedRequests(t *testing.T) {
+	for _, cfg := range []struct{ name, body string }{
+		{"path matcher", "\tsession /app/* {\n\t\tsecret " + testSecret + "\n\t}\n"},
+		{"named matcher", "\t@app path /app/*\n\tsession @app {\n\t\tsecret " + testSecret + "\n\t}\n"},
+	} {
+		t.Run(cfg.name, func(t *testing.T) { checkUnmatched(t, cfg.body) })
+	}
+}
+
+// checkUnmatched runs a gateway whose session directive matches /app/*
+// and checks that requests to other paths are cleaned both ways.
+func checkUnmatched(t *testing.T, body string) {
 	up := upstream(t)
-	g := startGateway(t, globalOptions(t), "\tsession /app/* {\n\t\tsecret "+testSecret+"\n\t}\n", up)
+	g := startGateway(t, globalOptions(t), body, up)
 	g.get("/app/?" + patchQuery(`{"user":"alice"}`))
 	token := g.sessionCookie("session")
 	if token == "" {
