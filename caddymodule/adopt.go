@@ -34,6 +34,9 @@ func (h *Handler) provisionAdopt(mod any) error {
 	if ld, ok := mod.(legacyDatabase); ok {
 		db = ld.LegacyDatabase()
 	}
+	if err := checkOwnCollection(h.Adopt, mod, db); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
 	for i, cfg := range h.Adopt {
 		keys := make([][]byte, 0, len(cfg.Keys))
@@ -48,6 +51,23 @@ func (h *Handler) provisionAdopt(mod any) error {
 	}
 	h.live.stop = make(chan struct{})
 	go h.sweepAdopted(h.live.stop)
+	return nil
+}
+
+// checkOwnCollection refuses an adopt block that reads the gateway's own
+// sessions collection: adoption would claim and sweep the gateway's
+// sessions.
+func checkOwnCollection(cfgs []adopt.Config, mod any, db *mongo.Database) error {
+	ms, ok := mod.(*MongoDBStore)
+	if !ok || db == nil {
+		return nil
+	}
+	own := stringOr(ms.Collection, "sessions")
+	for _, cfg := range cfgs {
+		if cfg.CollectionName() == own && (cfg.Database == "" || cfg.Database == db.Name()) {
+			return fmt.Errorf("adopt %s: collection %q in database %q is the session store's own; set the legacy app's collection (and database)", cfg.Kind, own, db.Name())
+		}
+	}
 	return nil
 }
 

@@ -945,3 +945,19 @@ func TestAdoptCrossOrigin(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptRefusesTheStoresOwnCollection: express's default legacy
+// collection, "sessions" in the store's database, is the gateway's own
+// collection; adopting from it would claim and sweep the gateway's
+// sessions, so it is a start-up error.
+func TestAdoptRefusesTheStoresOwnCollection(t *testing.T) {
+	uri, db := mongotest.Database(t)
+	err := loadSessionCaddyfile(t, fmt.Sprintf("\t\tstore mongodb {\n\t\t\turi %s\n\t\t\tdatabase %s\n\t\t}\n\t\tadopt express {\n\t\t\tsecret s1\n\t\t}", uri, db))
+	if err == nil {
+		_ = caddy.Stop()
+		t.Fatal("an adopt block reading the store's own collection was accepted")
+	}
+	if msg := validateMessage(err); !strings.Contains(msg, "is the session store's own") || strings.Contains(msg, uri) {
+		t.Fatalf("error %q does not name the clash, or names the URI", msg)
+	}
+}

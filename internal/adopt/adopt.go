@@ -158,6 +158,10 @@ func (c *Config) grace() time.Duration {
 	return time.Duration(c.Grace)
 }
 
+// CollectionName is the legacy store's collection with its default; ""
+// for koa's cookie-only mode.
+func (c *Config) CollectionName() string { return c.collection() }
+
 // NeedsDatabase reports whether the source reads a MongoDB collection, so
 // New needs a database.
 func (c *Config) NeedsDatabase() bool { return c.collection() != "" }
