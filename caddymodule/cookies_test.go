@@ -122,18 +122,25 @@ func TestCookieMemoryStoreBoundThroughCaddy(t *testing.T) {
 }
 
 func TestCookieShortMaxAgeKeepsActiveSessions(t *testing.T) {
-	up := upstream(t)
-	g := startGateway(t, globalOptions(t), basicSession, up) // default touch interval
-	g.get("/?control=max-age%3D60&" + patchQuery(`{"user":"alice"}`))
-	for elapsed := 20 * time.Second; elapsed <= 200*time.Second; elapsed += 20 * time.Second {
-		skew(t, 20*time.Second)
-		if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
-			t.Fatalf("a session with max-age=60 used every 20s ended after %v: %s", elapsed, r.RawSession)
-		}
-	}
-	// Idle for longer than its max-age, it ends.
-	skew(t, 61*time.Second)
-	if r := g.get("/"); r.RawSession != "{}" {
-		t.Fatalf("an idle session outlived its max-age: %s", r.RawSession)
+	for _, cfg := range []struct{ name, body string }{
+		{"default touch interval", basicSession},
+		{"configured touch interval", sessionBody("\t\tidle_timeout 1h\n\t\ttouch_interval 10m\n")},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), cfg.body, up)
+			g.get("/?control=max-age%3D60&" + patchQuery(`{"user":"alice"}`))
+			for elapsed := 20 * time.Second; elapsed <= 200*time.Second; elapsed += 20 * time.Second {
+				skew(t, 20*time.Second)
+				if r := g.get("/"); r.RawSession != `{"user":"alice"}` {
+					t.Fatalf("a session with max-age=60 used every 20s ended after %v: %s", elapsed, r.RawSession)
+				}
+			}
+			// Idle for longer than its max-age, it ends.
+			skew(t, 61*time.Second)
+			if r := g.get("/"); r.RawSession != "{}" {
+				t.Fatalf("an idle session outlived its max-age: %s", r.RawSession)
+			}
+		})
 	}
 }
