@@ -298,3 +298,61 @@ func TestRaceLateRequestsAfterLogin(t *testing.T) {
 		}
 	}
 }
+
+// TestRaceLoginMeetsAnotherWrite: a regenerate and another write (a
+// patch, or a second regenerate: a double-clicked login) load the same
+// session and answer together. Neither fails, the browser ends with one
+// working session holding the login's data, and the old cookie is dead.
+func TestRaceLoginMeetsAnotherWrite(t *testing.T) {
+	for _, st := range raceStores {
+		t.Run(st.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), st.body(t), up)
+			for round, other := range []string{
+				patchQuery(`{"cart":1}`),
+				"control=regenerate&" + patchQuery(`{"user":"bob"}`),
+				patchQuery(`{"cart":2}`),
+				"control=regenerate&" + patchQuery(`{"user":"bob"}`),
+			} {
+				g.get("/?" + patchQuery(`{"n":1}`))
+				old := g.sessionCookie("session")
+				meet := uniqueName(t)
+				var wg sync.WaitGroup
+				replies := make([]reply, 2)
+				for i, q := range []string{"control=regenerate&" + patchQuery(`{"user":"bob"}`), other} {
+					wg.Go(func() {
+						req, _ := http.NewRequest(http.MethodGet, g.base+"/?block="+meet+"&"+q, nil)
+						replies[i] = g.do(req)
+					})
+				}
+				wg.Wait()
+				var live []string
+				for i, r := range replies {
+					if r.Status != 200 {
+						t.Fatalf("round %d request %d: status %d", round, i, r.Status)
+					}
+					for _, c := range sessionSetCookies(r) {
+						if c.MaxAge < 0 || c.Value == "" {
+							t.Fatalf("round %d request %d expired the cookie", round, i)
+						}
+						live = append(live, c.Value)
+					}
+				}
+				if len(live) != 1 {
+					t.Fatalf("round %d: %d new session cookies, want exactly the login's", round, len(live))
+				}
+				g.setCookie("session", live[0])
+				r := g.get("/")
+				if r.Session["user"] != "bob" || r.Session["n"] != float64(1) || r.Meta.New {
+					t.Fatalf("round %d: the login's session reads %s", round, r.RawSession)
+				}
+				v := g.visitor()
+				v.setCookie("session", old)
+				if r := v.get("/"); r.RawSession != "{}" {
+					t.Fatalf("round %d: the old cookie still reads %s", round, r.RawSession)
+				}
+				g.get("/?control=destroy")
+			}
+		})
+	}
+}
