@@ -139,7 +139,16 @@ type MongoDBStore struct {
 	guard   *guardedStore
 	client  *mongo.Client
 	poolKey string // set only while this module holds a pool reference
+	// unloadDrain is how long the store stays usable after Cleanup, for
+	// the requests of an unloaded config that are still running: Caddy
+	// does not wait for them on a reload. Zero means defaultUnloadDrain;
+	// negative releases at once (tests that check the pool).
+	unloadDrain time.Duration
 }
+
+// defaultUnloadDrain bounds how long the requests of a config unloaded by
+// a reload can still use its store; they are answered 503 after it.
+const defaultUnloadDrain = 30 * time.Second
 
 // CaddyModule returns the Caddy module information.
 func (MongoDBStore) CaddyModule() caddy.ModuleInfo {
@@ -234,18 +243,33 @@ func (m *MongoDBStore) Validate() error {
 // background work and drops this module's reference to the shared
 // client; the last reference disconnects it.
 func (m *MongoDBStore) Cleanup() error {
+	guard, key := m.guard, m.poolKey
+	m.poolKey = "" // a second Cleanup must not drop a reference another module holds
+	if guard == nil && key == "" {
+		return nil
+	}
+	drain := cmp.Or(m.unloadDrain, defaultUnloadDrain)
+	if guard == nil || drain < 0 {
+		return release(guard, key)
+	}
+	// A reload cleans up the old config while its requests still run;
+	// they keep the store (and the pooled client) until the drain ends.
+	m.guard = nil
+	time.AfterFunc(drain, func() { _ = release(guard, key) })
+	return nil
+}
+
+// release closes the guarded store (waiting for calls in flight) and drops
+// the module's reference to the pooled client; the last one disconnects it.
+func release(guard *guardedStore, key string) error {
 	var errs []error
-	if m.guard != nil {
-		if st := m.guard.close(); st != nil {
+	if guard != nil {
+		if st := guard.close(); st != nil {
 			// Close only stops goroutines: the client is the pool's.
 			errs = append(errs, st.Close(context.Background()))
 		}
 	}
-	if m.poolKey != "" {
-		// Clear the key first: a second Cleanup must not drop a
-		// reference another module holds.
-		key := m.poolKey
-		m.poolKey = ""
+	if key != "" {
 		_, err := mongoClients.Delete(key)
 		errs = append(errs, err)
 	}

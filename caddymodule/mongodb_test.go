@@ -94,6 +94,9 @@ func provisionMongo(t *testing.T, m *MongoDBStore) *MongoDBStore {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
+	if m.unloadDrain == 0 {
+		m.unloadDrain = -1 // these tests check the pool right after Cleanup
+	}
 	err := m.Provision(ctx)
 	if err == nil {
 		err = m.Validate()
