@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The Go benchmarks, as one table: the source of every per-request figure in docs/benchmarks.md.
 #
-# Runs the benchmarks of the packages below (`-bench . -benchmem`, COUNT times) and prints a Markdown table of the
-# medians per benchmark (ns/op, B/op, allocs/op). In a package that has a BenchmarkBaseline (caddymodule: the
-# benchmark's own request set-up and upstream stub), each other row also gets its cost above that baseline: the
-# gateway's own cost.
+# Builds the test binary of each package below, runs its benchmarks (`-bench . -benchmem`) COUNT times and prints a
+# Markdown table of the medians per benchmark (ns/op, B/op, allocs/op). In a package that has a BenchmarkBaseline
+# (caddymodule: the benchmark's own request set-up and upstream stub), each other row also gets its cost above that
+# baseline: the gateway's own cost. With CPU_OPS=N each round also measures the CPU time per operation of each
+# benchmark (a run of N operations less a run of one): on a busy machine ns/op includes the time spent waiting for a
+# CPU, the CPU time mostly does not.
 #
 # With BEFORE=<another checkout of this repository> it compares the two trees instead: it builds each package's test
 # binary in both, then runs them alternately, one run of each per round, so both see the same machine load (on a
@@ -16,12 +18,14 @@
 #   git worktree add /tmp/before 5973826 && BEFORE=/tmp/before ./scripts/bench.sh
 #
 # Settings (environment):
-#   COUNT=6         runs of each benchmark (rounds, with BEFORE); the table shows the median
+#   COUNT=6         rounds: runs of each benchmark; the table shows the median
+#   CPU_OPS=        e.g. 200000: also measure CPU ns/op with runs of this many operations
 #   BENCH=.         the -bench pattern
 #   BENCHTIME=      passed as -benchtime when set (e.g. 2s or 100000x)
 #   BEFORE=         compare with the checkout in this directory
 #   OUT=            also write the table (with its header lines) to this file
 #   RAW=            also keep the raw benchmark output in this file (RAW.before too, with BEFORE), for benchstat
+#                   (the cpu-ns/op lines are in go test's format too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,44 +55,65 @@ describe() {
 	echo "$c"
 }
 
-if [[ -z $BEFORE ]]; then
-	args=(-run '^$' -bench "$BENCH" -benchmem -count "$COUNT")
-	[[ -z "${BENCHTIME:-}" ]] || args+=(-benchtime "$BENCHTIME")
-	say "go test ${args[*]} ${pkgs[*]}"
-	go test "${args[@]}" "${pkgs[@]}" | tee "$raw" >&2
-	how="\`go test ${args[*]}\`, median of $COUNT runs"
-	trees="commit $(describe .)"
-else
-	args=(-test.run '^$' -test.bench "$BENCH" -test.benchmem -test.count 1)
-	[[ -z "${BENCHTIME:-}" ]] || args+=(-test.benchtime "$BENCHTIME")
-	# Test binaries of every package in both trees; a package missing in one tree is benchmarked in the other only.
-	declare -A bin=()
-	for side in before after; do
-		dir=$PWD
-		[[ $side == before ]] && dir=$BEFORE
+# cpu_ops BIN: one line per benchmark, in go test's format, with the CPU time (user + system, all threads, GC
+# included) per operation: the CPU time of a run of CPU_OPS operations less that of a run of one, divided by CPU_OPS.
+# Time spent waiting for a CPU is not in it, which makes it steadier than ns/op on a busy machine.
+cpu_ops() {
+	python3 - "$1" "$BENCH" "$CPU_OPS" <<'PY'
+import re, resource, subprocess, sys
+binary, pattern, ops = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = [n for n in subprocess.run([binary, "-test.list", "^Benchmark"], capture_output=True, text=True,
+                                   check=True).stdout.split() if re.search(pattern, n)]
+def cpu(name, n):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([binary, "-test.run", "^$", "-test.bench", f"^{name}$", "-test.benchtime", f"{n}x"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+for name in names:
+    per_op = (cpu(name, ops) - cpu(name, 1)) / ops
+    print(f"{name} {ops} {per_op * 1e9:.1f} cpu-ns/op")
+PY
+}
+
+sides=(after)
+[[ -z $BEFORE ]] || sides=(before after)
+args=(-test.run '^$' -test.bench "$BENCH" -test.benchmem -test.count 1)
+[[ -z "${BENCHTIME:-}" ]] || args+=(-test.benchtime "$BENCHTIME")
+# A test binary per package and tree; a package missing in one tree is benchmarked in the other only.
+declare -A bin=() dirs=([after]=$PWD [before]=$BEFORE)
+for side in "${sides[@]}"; do
+	for pkg in "${pkgs[@]}"; do
+		out="$tmp/$side.$(tr -c 'a-zA-Z0-9\n' _ <<<"$pkg").test"
+		if (cd "${dirs[$side]}" && go test -c -o "$out" "$pkg") >&2 && [[ -x $out ]]; then
+			bin[$side,$pkg]=$out
+		else
+			say "no test binary for $pkg in ${dirs[$side]}; skipped there"
+		fi
+	done
+done
+for ((i = 1; i <= COUNT; i++)); do
+	order=("${sides[@]}")
+	((i % 2 == 0 && ${#sides[@]} == 2)) && order=(after before)
+	say "round $i of $COUNT: ${order[*]}"
+	for side in "${order[@]}"; do
 		for pkg in "${pkgs[@]}"; do
-			out="$tmp/$side.$(tr -c 'a-zA-Z0-9\n' _ <<<"$pkg").test"
-			if (cd "$dir" && go test -c -o "$out" "$pkg") >&2 && [[ -x $out ]]; then
-				bin[$side,$pkg]=$out
-			else
-				say "no test binary for $pkg in the $side tree ($dir); skipped there"
-			fi
+			[[ -n ${bin[$side,$pkg]:-} ]] || continue
+			# Each binary runs in its package's directory, as go test runs it; its pkg: line names the package.
+			(
+				cd "${dirs[$side]}/$pkg"
+				"${bin[$side,$pkg]}" "${args[@]}"
+				if [[ -n ${CPU_OPS:-} ]]; then cpu_ops "${bin[$side,$pkg]}"; fi
+			) | tee -a "$tmp/$side.txt" >&2
 		done
 	done
-	for ((i = 1; i <= COUNT; i++)); do
-		order=(before after)
-		((i % 2 == 0)) && order=(after before)
-		say "round $i of $COUNT: ${order[*]}"
-		for side in "${order[@]}"; do
-			dir=$PWD
-			[[ $side == before ]] && dir=$BEFORE
-			for pkg in "${pkgs[@]}"; do
-				[[ -n ${bin[$side,$pkg]:-} ]] || continue
-				(cd "$dir/$pkg" && "${bin[$side,$pkg]}" "${args[@]}") >>"$tmp/$side.txt"
-			done
-		done
-	done
-	how="test binaries run with \`${args[*]}\`, before and after alternately, median of $COUNT rounds"
+done
+how="each package's test binary run $COUNT times with \`${args[*]}\`"
+[[ -z ${CPU_OPS:-} ]] || how="$how, then each benchmark for CPU time per op ($CPU_OPS ops less 1 op)"
+how="$how; medians"
+trees="commit $(describe .)"
+if [[ -n $BEFORE ]]; then
+	how="$how; the two trees alternately, one run of each per round"
 	trees="before: $BEFORE at $(describe "$BEFORE"); after: commit $(describe .)"
 fi
 [[ -z "${RAW:-}" ]] || cp "$raw" "$RAW"
@@ -124,25 +149,28 @@ def num(x):
     return "—" if x is None else f"{x:,.0f}".replace(",", " ")
 
 def above(runs, key):
-    """The row's cost above its package's Baseline, as "ns, allocs"."""
+    """The row's cost above its package's Baseline: "ns, allocs", with the CPU time when measured."""
     base = runs.get((key[0], "BenchmarkBaseline"))
     row = runs.get(key)
     if not base or not row or key[1] == "BenchmarkBaseline":
         return ""
-    return f"{num(row['ns/op'] - base['ns/op'])} ns, {num(row.get('allocs/op', 0) - base.get('allocs/op', 0))} allocs"
+    out = f"{num(row['ns/op'] - base['ns/op'])} ns"
+    if "cpu-ns/op" in row and "cpu-ns/op" in base:
+        out += f" (CPU {num(row['cpu-ns/op'] - base['cpu-ns/op'])} ns)"
+    return out + f", {num(row.get('allocs/op', 0) - base.get('allocs/op', 0))} allocs"
 
 after = parse(sys.argv[1])
 if not sys.argv[2]:
-    print("| package | benchmark | ns/op | B/op | allocs/op | above the package's Baseline |")
-    print("|---|---|---:|---:|---:|---|")
+    print("| package | benchmark | ns/op | CPU ns/op | B/op | allocs/op | above the package's Baseline |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for key, v in after.items():
-        print(f"| {key[0]} | {key[1].removeprefix('Benchmark')} | {num(v.get('ns/op'))} | {num(v.get('B/op'))} "
-              f"| {num(v.get('allocs/op'))} | {above(after, key)} |")
+        print(f"| {key[0]} | {key[1].removeprefix('Benchmark')} | {num(v.get('ns/op'))} | {num(v.get('cpu-ns/op'))} "
+              f"| {num(v.get('B/op'))} | {num(v.get('allocs/op'))} | {above(after, key)} |")
 else:
     before = parse(sys.argv[2])
-    print("| package | benchmark | ns/op before | ns/op after | change | allocs/op before → after "
-          "| B/op before → after | above Baseline before → after |")
-    print("|---|---|---:|---:|---:|---|---|---|")
+    print("| package | benchmark | ns/op before | ns/op after | change | CPU ns/op before → after "
+          "| allocs/op before → after | B/op before → after | above Baseline before → after |")
+    print("|---|---|---:|---:|---:|---|---|---|---|")
     for key in list(before) + [k for k in after if k not in before]:
         b, a = before.get(key, {}), after.get(key, {})
         change = ""
@@ -150,7 +178,8 @@ else:
             change = f"{100 * (a['ns/op'] / b['ns/op'] - 1):+.0f}%"
         above_b, above_a = above(before, key), above(after, key)
         print(f"| {key[0]} | {key[1].removeprefix('Benchmark')} | {num(b.get('ns/op'))} | {num(a.get('ns/op'))} "
-              f"| {change} | {num(b.get('allocs/op'))} → {num(a.get('allocs/op'))} "
+              f"| {change} | {num(b.get('cpu-ns/op'))} → {num(a.get('cpu-ns/op'))} "
+              f"| {num(b.get('allocs/op'))} → {num(a.get('allocs/op'))} "
               f"| {num(b.get('B/op'))} → {num(a.get('B/op'))} "
               f"| {above_b + ' → ' + above_a if above_b or above_a else ''} |")
 if not after:
