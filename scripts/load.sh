@@ -158,14 +158,21 @@ wait_port gateway "$plain_port"
 # A valid session cookie, from the one path whose upstream response writes the session.
 cookie=$(curl -s --max-time 5 -o /dev/null -D - "http://127.0.0.1:$session_port/login" |
 	tr -d '\r' | sed -n 's/^[Ss][Ee][Tt]-[Cc][Oo][Oo][Kk][Ii][Ee]: \(session=[^;]*\).*/\1/p' | head -n 1)
-[[ -n "$cookie" ]] || die "GET /login through the session site set no session cookie; gateway log: $tmp/gateway.log"
-seen=$(curl -s --max-time 5 -H "Cookie: $cookie" "http://127.0.0.1:$session_port/echo")
+if [[ -z "$cookie" ]]; then
+	say "GET /login through the session site set no session cookie; the gateway's log:"
+	tail -n 50 "$tmp/gateway.log" >&2
+	exit 1
+fi
+# The cookie value is a live token: it is never printed, and curl and wrk read it from files in the private temporary
+# directory rather than from their command lines, where ps would show it.
+printf 'Cookie: %s\n' "$cookie" >"$tmp/cookie.header"
+printf 'wrk.headers["Cookie"] = "%s"\n' "$cookie" >"$tmp/cookie.lua"
+seen=$(curl -s --max-time 5 -H @"$tmp/cookie.header" "http://127.0.0.1:$session_port/echo")
 [[ "$seen" == '{"n":1}' ]] || die "with the cookie, the upstream saw X-Session '$seen', want {\"n\":1}"
-# The cookie value is a live token: it is never printed.
 
 run_wrk() { # port duration -> requests/s and average latency, tab-separated
 	local out
-	out=$("${client_cpu[@]}" timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" -H "Cookie: $cookie" "http://127.0.0.1:$1/") ||
+	out=$("${client_cpu[@]}" timeout 120 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" -s "$tmp/cookie.lua" "http://127.0.0.1:$1/") ||
 		die "wrk against 127.0.0.1:$1 failed"
 	if grep -q 'Non-2xx or 3xx responses' <<<"$out"; then
 		die "wrk against 127.0.0.1:$1 got error responses: $(grep 'Non-2xx' <<<"$out")"
