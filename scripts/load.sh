@@ -21,10 +21,11 @@
 #   PROFILE_OUT=./load-cpu.pprof            where that profile is written (read it with `go tool pprof`)
 #
 # The gateway's own share of the profile: the samples whose innermost frame from this module
-# (github.com/sessiongate/caddy-session/...) is nearer the leaf than any reverse_proxy frame. So the session handler's
-# work before it calls the next handler counts, and so does the save path that runs inside reverse_proxy's
-# WriteHeader; reverse_proxy's own work, called from the handler, does not. Allocation and GC assist inside those
-# frames counts; background GC workers are in no one's share.
+# (github.com/sessiongate/caddy-session/...) is nearer the leaf than any frame of reverse_proxy or of the writers the
+# gateway's response writer passes calls on to (net/http's response, Caddy's writer wrappers). So the session
+# handler's work before it calls the next handler counts, and so does the save path that runs inside reverse_proxy's
+# WriteHeader; reverse_proxy's own work, and the writes that pass through the gateway's writer, do not. Allocation
+# and GC assist inside the counted frames count; background GC workers are in no one's share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -224,6 +225,9 @@ wait "$wrk_pid" || die "wrk during the profile failed"
 go tool pprof -traces "$PROFILE_OUT" 2>/dev/null | python3 -c '
 import re, sys
 unit = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+# Frames of the next handler, and the writers that the gateway response writer passes calls on to.
+NEXT = re.compile(r"caddyhttp/reverseproxy\.|net/http\.\(\*(response|chunkWriter)\)\."
+                  r"|caddyhttp\.\(\*\w+\)\.(Write|WriteHeader|ReadFrom|Flush|FlushError)$")
 own = next_ = total = 0.0
 value, frames = None, []
 def flush():
@@ -235,7 +239,7 @@ def flush():
         if "sessiongate/caddy-session/" in f:
             own += value
             return
-        if "caddyhttp/reverseproxy." in f:
+        if NEXT.search(f):
             next_ += value
             return
 for line in sys.stdin:
@@ -252,7 +256,7 @@ flush()
 if total == 0:
     sys.exit("load.sh: the profile has no samples")
 print(f"profile: {total:.2f}s of CPU samples; the gateway (this module) {100 * own / total:.1f}%, "
-      f"reverse_proxy {100 * next_ / total:.1f}%, the rest (net/http, Caddy, runtime, GC) "
+      f"reverse_proxy and the response writes {100 * next_ / total:.1f}%, the rest (net/http, Caddy, runtime, GC) "
       f"{100 * (total - own - next_) / total:.1f}%")
 ' || die "could not read the profile with go tool pprof"
 say "profile written to $PROFILE_OUT (go tool pprof -top $PROFILE_OUT)"
