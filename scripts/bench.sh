@@ -116,6 +116,8 @@ if [[ -n $BEFORE ]]; then
 	how="$how; the two trees alternately, one run of each per round"
 	trees="before: $BEFORE at $(describe "$BEFORE"); after: commit $(describe .)"
 fi
+[[ -s $raw ]] || { say "no benchmark ran in this tree (packages: ${pkgs[*]})"; exit 1; }
+[[ -z $BEFORE || -s $tmp/before.txt ]] || { say "no benchmark ran in $BEFORE (packages: ${pkgs[*]})"; exit 1; }
 [[ -z "${RAW:-}" ]] || cp "$raw" "$RAW"
 [[ -z "${RAW:-}" || -z $BEFORE ]] || cp "$tmp/before.txt" "$RAW.before"
 
