@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need and are missing: chromium (the
-# browser test), php-cli and php-fpm (the PHP example), wrk (scripts/load.sh).
+# Installs the Debian packages the tests and scripts need, where missing:
+#   gcc              the C compiler that `go test -race` needs (cgo)
+#   python3          the Python example and scripts/demo.sh
+#   nodejs, npm      the Node example (it uses no npm packages; npm comes with Node)
+#   php-cli, php-fpm the PHP example
+#   chromium         the browser test (headless)
+#   wrk, curl        scripts/load.sh
+# Go itself (go.mod's version) is not installed: get it from https://go.dev/dl/.
 # Idempotent: does nothing when everything is there. Needs root or sudo.
 set -euo pipefail
 
 # package -> a command it provides
 declare -A provides=(
+	[gcc]=gcc
+	[python3]=python3
+	[nodejs]=node
+	[npm]=npm
 	[chromium]=chromium
 	[php-cli]=php
 	[php-fpm]=php-fpm
 	[wrk]=wrk
+	[curl]=curl
 )
 
 have() {
-	# php-fpm is installed as /usr/sbin/php-fpmX.Y, often outside a user's PATH.
+	# php-fpm is installed as /usr/sbin/php-fpmX.Y, often outside a user's PATH;
+	# older Debian releases call Node's binary nodejs.
 	if [[ $1 == php-fpm ]]; then
 		command -v php-fpm >/dev/null || compgen -G '/usr/sbin/php-fpm*' >/dev/null
+	elif [[ $1 == node ]]; then
+		command -v node >/dev/null || command -v nodejs >/dev/null
 	else
 		command -v "$1" >/dev/null
 	fi
 }
 
 missing=()
-for pkg in chromium php-cli php-fpm wrk; do
+for pkg in gcc python3 nodejs npm php-cli php-fpm chromium wrk curl; do
 	if have "${provides[$pkg]}"; then
 		echo "deps.sh: $pkg: present"
 	else
