@@ -67,6 +67,7 @@ type client struct {
 	unknowns  int      // unknown writes in all
 	destroyed []string // cookies of sessions this client destroyed
 	stale     int      // reads that saw a counter below acked
+	deficit   int64    // the most acknowledged writes a read found missing
 	lostSess  int      // reads that found the session gone while acked > 0
 	events    []Event
 }
@@ -166,6 +167,7 @@ func (c *client) read(ctx context.Context) {
 		c.lostSess++
 	} else if s.N < c.acked {
 		c.stale++
+		c.deficit = max(c.deficit, c.acked-s.N)
 	}
 }
 
@@ -217,6 +219,7 @@ type Check struct {
 	Unknown  int   // unknown writes after the last acknowledged one
 	Stored   int64 // the counter read back at the end; -1 if unreadable
 	Lost     int64 // acknowledged writes missing from the stored counter
+	MaxLost  int64 // the most acknowledged writes missing at any read, the end included
 	Phantom  bool  // stored counter above anything the client may have written
 	Stale    int   // reads during the run that saw a counter below acked
 	LostSess int   // reads during the run that found the session gone
@@ -252,6 +255,7 @@ func (c *client) verify(deadline time.Time) Check {
 	if s.N < c.acked {
 		ck.Lost = c.acked - s.N
 	}
+	ck.MaxLost = max(ck.Lost, c.deficit)
 	max := c.acked
 	if c.unknown > 0 {
 		max++

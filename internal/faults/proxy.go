@@ -80,11 +80,12 @@ func (p *Proxy) Closed() int64 { return p.closed.Load() }
 
 // Toxic names, one of each kind at a time.
 const (
-	latencyToxic   = "latency"
-	blackholeUp    = "blackhole_up"
-	blackholeDown  = "blackhole_down"
-	resetToxic     = "reset"
-	bandwidthToxic = "bandwidth"
+	latencyToxic    = "latency"
+	blackholeUp     = "blackhole_up"
+	blackholeDown   = "blackhole_down"
+	resetToxic      = "reset"
+	bandwidthToxic  = "bandwidth"
+	slowWritesToxic = "slow_writes"
 )
 
 func (p *Proxy) add(t testing.TB, name, typ, stream string, toxicity float64, attrs string) {
@@ -95,12 +96,34 @@ func (p *Proxy) add(t testing.TB, name, typ, stream string, toxicity float64, at
 	}
 }
 
-// Latency delays every byte from the client to the server by d (plus up
-// to jitter). Requests already on their way when the toxic is removed
-// still arrive late: a server then applies a write its client gave up on.
-func (p *Proxy) Latency(t testing.TB, ms, jitterMs int) {
+// Latency delays every byte from the client to the server by ms
+// milliseconds. A request its client gave up on
+// still reaches the server and is applied late. Requests on their way
+// when the toxic is removed are delivered at once.
+func (p *Proxy) Latency(t testing.TB, ms int) {
 	t.Helper()
-	p.add(t, latencyToxic, "latency", "upstream", 1, fmt.Sprintf(`{"latency":%d,"jitter":%d}`, ms, jitterMs))
+	p.SlowConnections(t, 1, ms)
+}
+
+// SlowConnections delays the client-to-server bytes of a fraction of the
+// connections (each picked with that probability when the toxic is added
+// or the connection opens) by ms milliseconds: a slow path to the server
+// on some connections while the others are fast. A write that timed out
+// on a slow connection reaches the server after writes its client sent
+// later on fast connections.
+func (p *Proxy) SlowConnections(t testing.TB, fraction float64, ms int) {
+	t.Helper()
+	p.add(t, latencyToxic, "latency", "upstream", fraction, fmt.Sprintf(`{"latency":%d,"jitter":0}`, ms))
+}
+
+// SlowWrites delays a fraction of the update commands sent to the
+// server by ms milliseconds (see SlowWritesToxic): the writes a store
+// makes after a successful read time out on the client, and reach the
+// server later, after newer writes of the same client sent on other
+// connections.
+func (p *Proxy) SlowWrites(t testing.TB, fraction float64, ms int) {
+	t.Helper()
+	p.add(t, slowWritesToxic, "slow_writes", "upstream", 1, fmt.Sprintf(`{"latency":%d,"fraction":%g}`, ms, fraction))
 }
 
 // Blackhole drops every byte in both directions and keeps connections

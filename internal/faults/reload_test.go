@@ -94,7 +94,7 @@ func TestFaultClientHangsUp(t *testing.T) {
 	var mu sync.Mutex
 	var out outcome
 
-	r.proxy.Latency(t, 100, 0)
+	r.proxy.Latency(t, 100)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)

@@ -18,9 +18,9 @@ import (
 // row logs the scenario's line for docs/reliability.md.
 func row(t *testing.T, fault string, res *faults.Result, at map[string]time.Time, recovery time.Duration, tot faults.Totals) {
 	s := faults.Summarize(res.Events, time.Time{}, time.Time{})
-	t.Logf("row: %s | %d clients, %v | %d requests | %d | %d (%v), %d no answer | %v | %d on %d clients (%d stale reads)",
+	t.Logf("row: %s | %d clients, %v | %d requests | %d | %d (%v), %d no answer | %v | %d on %d clients (%d stale reads, %d missing at the end)",
 		fault, clients, at["end"].Sub(at["start"]).Round(time.Second), s.Requests, s.Unavailable, s.Other, s.Statuses, s.NoAnswer,
-		recovery.Round(100*time.Millisecond), tot.Lost, tot.LostClients, tot.Stale)
+		recovery.Round(100*time.Millisecond), tot.MaxLost, tot.LostClients, tot.Stale, tot.Lost)
 }
 
 // TestFaultLatencySpike: every request to MongoDB is delayed by more than
@@ -31,7 +31,7 @@ func row(t *testing.T, fault string, res *faults.Result, at map[string]time.Time
 func TestFaultLatencySpike(t *testing.T) {
 	r := newRig(t, nil)
 	res, at := r.scenario(r.newLoad(), 5*time.Second,
-		phase{2 * time.Second, "spike", func() { r.proxy.Latency(t, 2500, 0) }},
+		phase{2 * time.Second, "spike", func() { r.proxy.Latency(t, 2500) }},
 		phase{3 * time.Second, "restore", func() { r.proxy.Clear(t) }},
 	)
 	all := faults.Summarize(res.Events, time.Time{}, time.Time{})
@@ -71,6 +71,56 @@ func TestFaultServerStall(t *testing.T) {
 		t.Errorf("2xx only %v after the server went on, want at most 5 s", rec)
 	}
 	row(t, "server stalled 6 s (SIGSTOP)", res, at, rec, r.verify(res))
+}
+
+// TestFaultSlowConnections: for 6 s half of the connections to MongoDB
+// are slow (3 s each way to the server), the other half fast, as with a
+// congested path or a stalled server thread. A write that timed out on a
+// slow connection (503) reaches the server after newer writes of the
+// same client that were acknowledged on fast connections.
+func TestFaultSlowConnections(t *testing.T) {
+	r := newRig(t, nil)
+	res, at := r.scenario(r.newLoad(), 5*time.Second,
+		phase{2 * time.Second, "slow", func() { r.proxy.SlowConnections(t, 0.5, 3000) }},
+		phase{6 * time.Second, "restore", func() { r.proxy.Clear(t) }},
+	)
+	all := faults.Summarize(res.Events, time.Time{}, time.Time{})
+	t.Logf("all: %v", all)
+	noBadAnswers(t, "slow connections", all)
+	if all.Max > storeTimeout+time.Second {
+		t.Errorf("slowest answer %v, want at most timeout + 1 s = %v", all.Max, storeTimeout+time.Second)
+	}
+	rec := faults.Recovery(res.Events, at["restore"])
+	t.Logf("recovery after the restore: %v", rec)
+	if rec > 2*time.Second {
+		t.Errorf("2xx only %v after the restore, want at most 2 s", rec)
+	}
+	row(t, "half the connections 3 s slow, 6 s", res, at, rec, r.verify(res))
+}
+
+// TestFaultSlowWrites: for 6 s a quarter of the update commands reach
+// the server 3 s late (reads and handshakes are not delayed), as with a
+// stalled write path. The store's write times out (503), and is applied
+// later, after newer writes of the same client were acknowledged. This
+// is the field report: acknowledged writes overwritten by late ones.
+func TestFaultSlowWrites(t *testing.T) {
+	r := newRig(t, nil)
+	res, at := r.scenario(r.newLoad(), 5*time.Second,
+		phase{2 * time.Second, "slow", func() { r.proxy.SlowWrites(t, 0.25, 3000) }},
+		phase{6 * time.Second, "restore", func() { r.proxy.Clear(t) }},
+	)
+	all := faults.Summarize(res.Events, time.Time{}, time.Time{})
+	t.Logf("all: %v", all)
+	noBadAnswers(t, "slow writes", all)
+	if all.Unavailable == 0 {
+		t.Error("no 503 while writes were slow: the fault did not bite")
+	}
+	rec := faults.Recovery(res.Events, at["restore"])
+	t.Logf("recovery after the restore: %v", rec)
+	if rec > 2*time.Second {
+		t.Errorf("2xx only %v after the restore, want at most 2 s", rec)
+	}
+	row(t, "25% of writes 3 s late, 6 s", res, at, rec, r.verify(res))
 }
 
 // TestFaultOutage: the network to MongoDB drops everything for 6 s

@@ -104,6 +104,7 @@ func Recovery(events []Event, since time.Time) time.Duration {
 type Totals struct {
 	Clients, Unreadable, LostClients int
 	Lost                             int64 // acknowledged writes missing at the end
+	MaxLost                          int64 // per client, the most missing at any read; summed
 	Stale, LostSessions, Revived     int
 	Phantom, UnknownAtEnd            int
 	Errors                           []string
@@ -118,10 +119,11 @@ func Total(checks []Check) Totals {
 			t.Unreadable++
 			t.Errors = append(t.Errors, fmt.Sprintf("client %d: %s", c.Client, c.Err))
 		}
-		if c.Lost > 0 {
+		if c.MaxLost > 0 {
 			t.LostClients++
 		}
 		t.Lost += c.Lost
+		t.MaxLost += c.MaxLost
 		t.Stale += c.Stale
 		t.LostSessions += c.LostSess
 		t.Revived += c.Revived
@@ -137,6 +139,6 @@ func Total(checks []Check) Totals {
 
 // String is one line for a test log.
 func (t Totals) String() string {
-	return fmt.Sprintf("clients %d: acknowledged writes lost %d (on %d clients), stale reads %d, sessions lost %d, destroyed sessions revived %d, phantom counters %d, clients ending on an unknown write %d, unreadable %d %s",
-		t.Clients, t.Lost, t.LostClients, t.Stale, t.LostSessions, t.Revived, t.Phantom, t.UnknownAtEnd, t.Unreadable, strings.Join(t.Errors, "; "))
+	return fmt.Sprintf("clients %d: acknowledged writes lost %d (on %d clients; %d still missing at the end), stale reads %d, sessions lost %d, destroyed sessions revived %d, phantom counters %d, clients ending on an unknown write %d, unreadable %d %s",
+		t.Clients, t.MaxLost, t.LostClients, t.Lost, t.Stale, t.LostSessions, t.Revived, t.Phantom, t.UnknownAtEnd, t.Unreadable, strings.Join(t.Errors, "; "))
 }
