@@ -129,7 +129,7 @@ func (r *rig) dumpLog() {
 	for _, line := range strings.Split(string(b), "\n") {
 		var e struct {
 			Level, Msg, Error, Op string
-			Status            int
+			Status                int
 		}
 		if json.Unmarshal([]byte(line), &e) != nil || e.Level != "error" {
 			continue
