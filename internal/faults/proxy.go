@@ -31,6 +31,9 @@ type Proxy struct {
 	p        *toxiproxy.Proxy
 	accepted atomic.Int64
 	closed   atomic.Int64
+
+	mu   sync.Mutex
+	slow *SlowWritesToxic // the slow_writes toxic, while there is one
 }
 
 // zerologOnce raises zerolog's global level once, so the proxy's trace
@@ -91,8 +94,14 @@ const (
 func (p *Proxy) add(t testing.TB, name, typ, stream string, toxicity float64, attrs string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":%g,"attributes":%s}`, name, typ, stream, toxicity, attrs)
-	if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
+	w, err := p.p.Toxics.AddToxicJson(strings.NewReader(body))
+	if err != nil {
 		t.Fatalf("faults: adding toxic %s: %v", name, err)
+	}
+	if s, ok := w.Toxic.(*SlowWritesToxic); ok {
+		p.mu.Lock()
+		p.slow = s
+		p.mu.Unlock()
 	}
 }
 
@@ -121,9 +130,21 @@ func (p *Proxy) SlowConnections(t testing.TB, fraction float64, ms int) {
 // makes after a successful read time out on the client, and reach the
 // server later, after newer writes of the same client sent on other
 // connections.
-func (p *Proxy) SlowWrites(t testing.TB, fraction float64, ms int) {
+// With count > 0 only the first count picked writes are delayed.
+func (p *Proxy) SlowWrites(t testing.TB, fraction float64, ms, count int) {
 	t.Helper()
-	p.add(t, slowWritesToxic, "slow_writes", "upstream", 1, fmt.Sprintf(`{"latency":%d,"fraction":%g}`, ms, fraction))
+	p.add(t, slowWritesToxic, "slow_writes", "upstream", 1, fmt.Sprintf(`{"latency":%d,"fraction":%g,"count":%d}`, ms, fraction, count))
+}
+
+// StopSlowWrites makes the slow_writes toxic pick no more writes, and
+// leaves the writes it holds to arrive late (Clear would deliver them at
+// once).
+func (p *Proxy) StopSlowWrites() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.slow != nil {
+		p.slow.stopped.Store(true)
+	}
 }
 
 // Blackhole drops every byte in both directions and keeps connections
@@ -155,6 +176,9 @@ func (p *Proxy) Bandwidth(t testing.TB, rateKB int) {
 func (p *Proxy) Clear(t testing.TB) {
 	t.Helper()
 	p.p.Toxics.ResetToxics(context.Background())
+	p.mu.Lock()
+	p.slow = nil
+	p.mu.Unlock()
 }
 
 // Disable stops the proxy: open connections are closed and new ones are

@@ -8,8 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -229,4 +231,42 @@ func noBadAnswers(t *testing.T, what string, s faults.Summary) {
 	if s.NoAnswer > 0 {
 		t.Errorf("%s: %d requests got no answer: %q", what, s.NoAnswer, s.Errors)
 	}
+}
+
+// oneClient is a single browser for deterministic scenarios.
+type oneClient struct {
+	t    *testing.T
+	base string
+	hc   *http.Client
+}
+
+func (r *rig) client() *oneClient {
+	jar, _ := cookiejar.New(nil)
+	return &oneClient{t: r.t, base: r.base, hc: &http.Client{Jar: jar, Timeout: 15 * time.Second}}
+}
+
+// write patches the counter to n and returns the status.
+func (c *oneClient) write(n int) int {
+	resp, err := c.hc.Post(fmt.Sprintf("%s/?n=%d", c.base, n), "", nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// read returns the session's counter.
+func (c *oneClient) read() int {
+	resp, err := c.hc.Get(c.base + "/")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	n, _, ok := faults.ParseAnswer(b)
+	if resp.StatusCode != 200 || !ok {
+		c.t.Fatalf("read: %d %q", resp.StatusCode, b)
+	}
+	return int(n)
 }

@@ -3,6 +3,7 @@ package faults
 import (
 	"bytes"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/Shopify/toxiproxy/v2/toxics"
@@ -15,9 +16,16 @@ import (
 // as on a real stream. Handshakes, finds and inserts pass at once, so the
 // driver's connections stay up while some writes reach the server long
 // after their client gave up on them.
+//
+// With Count > 0, only the first Count picked update commands (over all
+// connections of the proxy) are delayed.
 type SlowWritesToxic struct {
 	Latency  int64   `json:"latency"`
 	Fraction float64 `json:"fraction"`
+	Count    int64   `json:"count"`
+
+	picked  atomic.Int64
+	stopped atomic.Bool
 }
 
 // updateCommand is how an update command document starts after its
@@ -36,7 +44,7 @@ func (t *SlowWritesToxic) Pipe(stub *toxics.ToxicStub) {
 				stub.Close()
 				return
 			}
-			if bytes.Contains(c.Data, updateCommand) && rand.Float64() < t.Fraction {
+			if t.pick(c.Data) {
 				select {
 				case <-time.After(delay):
 				case <-stub.Interrupt:
@@ -47,6 +55,14 @@ func (t *SlowWritesToxic) Pipe(stub *toxics.ToxicStub) {
 			stub.Output <- c
 		}
 	}
+}
+
+// pick decides whether to hold back a chunk.
+func (t *SlowWritesToxic) pick(data []byte) bool {
+	if t.stopped.Load() || !bytes.Contains(data, updateCommand) || rand.Float64() >= t.Fraction {
+		return false
+	}
+	return t.Count <= 0 || t.picked.Add(1) <= t.Count
 }
 
 func init() { toxics.Register("slow_writes", new(SlowWritesToxic)) }
