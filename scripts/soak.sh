@@ -4,8 +4,9 @@
 # with the memory store, then with MongoDB (FerretDB from internal/ferretdb,
 # or $MONGODB_URI when set). Every 10 s it samples Caddy's RSS, goroutines
 # (admin /debug/pprof/goroutine?debug=1) and open fds and prints a table.
-# Pass: after the first minute (or the first third of a shorter run), none
-# grows by more than 10%, and no request fails.
+# Pass: after the first minute (or the first third of a shorter run), no
+# sample exceeds the highest sample of that warm-up by more than 10%, and
+# no request fails (no 5xx, no transport error).
 #
 #   scripts/soak.sh [minutes]     default 5 (per store); fractions work: 0.75
 #   SOAK_SECONDS=45 scripts/soak.sh   CI-sized run (seconds, per store)
@@ -24,7 +25,7 @@ else
 	secs=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')
 	duration="${secs}s"
 fi
-# The baseline is the sample at one minute, or at a third of a shorter run.
+# The warm-up is one minute, or a third of a shorter run.
 warm=$(( secs >= 180 ? 60 : secs / 3 ))
 interval=10s
 (( secs < 60 )) && interval=5s
