@@ -42,15 +42,14 @@ const storeTimeout = time.Second
 const clients = 32
 
 type rig struct {
-	t        *testing.T
-	proxy    *faults.Proxy
-	db       string
-	port     int
-	base     string
-	up       *httptest.Server
-	logPath  string
-	tempDir  string
-	onHeader func(*http.Request)
+	t       *testing.T
+	proxy   *faults.Proxy
+	db      string
+	port    int
+	base    string
+	up      *httptest.Server
+	logPath string
+	tempDir string
 }
 
 // newRig starts the proxy, the upstream and Caddy.

@@ -300,7 +300,7 @@ func waitUp(base string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("Caddy does not answer on %s: %v", base, err)
+			return fmt.Errorf("caddy does not answer on %s: %v", base, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
