@@ -18,3 +18,10 @@ fuzz() { go test -run '^$' -fuzz "^$1\$" -fuzztime "${FUZZTIME:-$3}" "$2"; }
 fuzz FuzzVerify ./cookie 200000x
 fuzz FuzzTake ./cookie 100000x
 fuzz FuzzEvaluate ./internal/protocol 100000x
+fuzz FuzzAppendString ./internal/protocol 50000x
+fuzz FuzzCanonicalNumber ./internal/protocol 50000x
+fuzz FuzzTakeVerified ./cookie 50000x
+
+# A CI-sized soak (per store) with the Caddy the examples' tests built;
+# scripts/soak.sh 5 is the full run (docs/reliability.md).
+SOAK_SECONDS=${SOAK_SECONDS:-45} CADDY=./caddy bash scripts/soak.sh
