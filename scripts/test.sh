@@ -24,4 +24,5 @@ fuzz FuzzTakeVerified ./cookie 50000x
 
 # A CI-sized soak (per store) with the Caddy the examples' tests built;
 # scripts/soak.sh 5 is the full run (docs/reliability.md).
-SOAK_SECONDS=${SOAK_SECONDS:-45} CADDY=./caddy bash scripts/soak.sh
+caddy_bin=""; [[ -x ./caddy ]] && caddy_bin=./caddy
+SOAK_SECONDS=${SOAK_SECONDS:-45} CADDY=$caddy_bin bash scripts/soak.sh
