@@ -157,8 +157,9 @@ func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Out
 		}
 	}
 	if st.rec != nil {
-		if err := h.store.Delete(ctx, st.key); err != nil {
-			return st.storeFailed("destroy", err)
+		ended, err := st.retire(ctx, hdr)
+		if ended || err != nil {
+			return err
 		}
 		h.logger.Debug("session destroyed", zap.String("session", st.handle()))
 	}
@@ -167,6 +168,43 @@ func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Out
 	}
 	st.end()
 	return nil
+}
+
+// retiredSuccessor marks the tombstone of a destroyed session. It expires
+// at once, so the key reads as not found; it only makes the destroy a
+// compare-and-set.
+const retiredSuccessor = "destroyed"
+
+// retire ends the session with compare-and-set, so a logout that started
+// before a concurrent login never undoes it: if the session was
+// regenerated meanwhile, the destroy is dropped and no cookie is sent
+// (ended is true). A session changed meanwhile is retired all the same.
+func (st *state) retire(ctx context.Context, hdr http.Header) (ended bool, err error) {
+	h := st.h
+	for range maxAttempts {
+		err := h.store.Rotate(ctx, st.key, st.rec.Version, retiredSuccessor, st.now, st.now)
+		if err == nil {
+			return false, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return false, st.storeFailed("destroy", err)
+		}
+		rec, err := h.store.Find(ctx, st.key, st.now)
+		var rotated *store.RotatedError
+		switch {
+		case errors.As(err, &rotated):
+			h.logger.Info("session was regenerated while the request ran; its destroy was dropped",
+				zap.String("session", st.handle()), zap.String("successor", rotated.Successor))
+			st.end()
+			return true, nil
+		case errors.Is(err, store.ErrNotFound):
+			return false, nil // already gone: expire the cookie
+		case err != nil:
+			return false, st.storeFailed("destroy", err)
+		}
+		st.rec = rec
+	}
+	return false, st.storeFailed("destroy", errContention)
 }
 
 // subject is the current session's subject, "" without one.

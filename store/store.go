@@ -140,7 +140,14 @@ type Store interface {
 	// naming successor (a handle, never a key). Otherwise it changes
 	// nothing and returns ErrConflict. The gateway creates the successor
 	// before it rotates, so a regenerate succeeds only if the old session
-	// was still live, and unchanged, when it was retired.
+	// was still live, and unchanged, when it was retired. It also destroys
+	// a session by rotating it with until = now (a tombstone that reads as
+	// not found at once), so a logout that raced a login cannot undo it.
+	//
+	// A tombstone has no data and no subject: SubjectIndex never lists,
+	// deletes or counts it. It lasts until `until` even past the session's
+	// own expiry, and Create on its key returns ErrExists until the store
+	// has cleaned it up.
 	Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error
 
 	// Delete removes the session (or tombstone) under key. Deleting a key
@@ -167,12 +174,13 @@ type SubjectIndex interface {
 
 	// DeleteBySubject deletes every session whose Subject is subject,
 	// except the one under exceptKey when it is not empty, and returns
-	// how many it deleted.
+	// how many it deleted, expired sessions not yet cleaned up included.
 	DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error)
 
-	// DeleteByHandle deletes the session whose key starts with handle (a
-	// 12-hex-digit cookie.Handle) and returns how many it deleted (0 or 1;
-	// two keys sharing a handle are both deleted). The lookup is
-	// index-backed.
+	// DeleteByHandle deletes the session whose key starts with handle and
+	// returns how many it deleted (0 or 1; two keys sharing a handle are
+	// both deleted). The handle must be exactly 12 lower-case hex digits
+	// (cookie.Handle); anything else deletes nothing. The lookup is
+	// index-backed where the store has indexes.
 	DeleteByHandle(ctx context.Context, handle string) (int, error)
 }
