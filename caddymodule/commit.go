@@ -77,7 +77,7 @@ func (st *state) commit(hdr http.Header) error {
 	// half done would leave the old token alive.
 	ctx := context.WithoutCancel(st.req.Context())
 	switch {
-	case out.Destroy:
+	case out.Destroy || out.RevokeAll: // revoke-all ends this session too
 		err = st.destroy(ctx, hdr, &out)
 	case st.rec == nil:
 		err = st.create(ctx, hdr, &out)
