@@ -99,6 +99,9 @@ type Handler struct {
 	maxSize  int
 	subject  []string
 	logger   *zap.Logger
+
+	metrics         *sessionMetrics // ops: prebuilt counters (metrics.go)
+	unregisterStore func()          // ops: undoes registerStore, in Cleanup
 }
 
 // CookieConfig holds the session cookie's attributes. HttpOnly is always
@@ -207,6 +210,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if _, ok := st.(*MemoryStore); ok {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
 	}
+	if h.metrics, err = provisionMetrics(ctx); err != nil { // ops
+		return fmt.Errorf("session metrics: %v", err) // ops
+	} // ops
+	h.store, h.unregisterStore = registerStore(st) // ops: instrumented, and visible to the admin API
 	return nil
 }
 
@@ -319,14 +326,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// sees the token, whether or not it is valid.
 	count, value := cookie.Take(r.Header, h.attrs.Name)
 	st.hadCookie = count > 0
+	seen := outcomeNone // ops
+	if count > 1 {      // ops
+		seen = outcomeAmbiguous // ops
+	} // ops
 	if count == 1 { // several cookies of our name: ambiguous, so none
+		seen = outcomeInvalid // ops
 		if token, ok := h.signer.Verify(h.attrs.Name, value); ok {
+			seen = outcomeExpired // ops
 			key := cookie.Key(token)
 			rec, err := h.store.Find(r.Context(), key, st.now)
 			switch {
 			case err == nil:
 				if h.alive(rec, st.now) {
 					st.token, st.key, st.rec = token, key, rec
+					seen = outcomeValid // ops
 				}
 			case errors.Is(err, store.ErrNotFound):
 			default:
@@ -334,6 +348,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
+	h.metrics.request(seen) // ops
 
 	r.Header[h.hdr.data] = []string{string(protocol.AppendObject(make([]byte, 0, 256), st.data()))}
 	r.Header[h.hdr.meta] = []string{st.meta()}

@@ -164,6 +164,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 			zap.String("session", st.handle()), zap.Error(err),
 			zap.String("method", r.Method), zap.String("uri", r.RequestURI))
 		clear(hdr)
+		h.metrics.refuse(refusalOf(err)) // ops
 		return caddyhttp.Error(http.StatusBadGateway, err)
 	}
 
@@ -180,6 +181,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 				return h.storeFailed(hdr, "destroy", err)
 			}
 			h.logger.Debug("session destroyed", zap.String("session", st.handle()))
+			h.metrics.write(writeDestroy) // ops
 		}
 		if st.hadCookie {
 			setCookie(h.attrs.Expired(tls))
@@ -210,6 +212,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 				return h.storeFailed(hdr, "regenerate", err)
 			}
 		}
+		h.metrics.write(createOp(st.rec != nil)) // ops
 		st.token, st.key, st.rec = token, key, rec
 		setCookie(h.attrs.New(h.signer.Sign(h.attrs.Name, token), tls, h.cookieMaxAge(rec, st.now)))
 
@@ -230,6 +233,7 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 		case err != nil:
 			return h.storeFailed(hdr, "update", err)
 		default:
+			h.metrics.write(writeUpdate) // ops
 			st.rec.Data, st.rec.Expires, st.rec.Updated = out.Data, ch.Expires, st.now
 			if out.MaxAge != nil {
 				st.rec.MaxAge = *out.MaxAge
@@ -247,6 +251,8 @@ func (st *state) commit(r *http.Request, hdr http.Header) error {
 					// The response is fine; the session just was not
 					// extended this time.
 					h.logger.Warn("could not extend session expiry", zap.String("session", st.handle()), zap.Error(err))
+				} else if err == nil { // ops
+					h.metrics.write(writeTouch) // ops
 				}
 			}
 		}

@@ -1,0 +1,92 @@
+package caddymodule
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Helpers shared by the metrics, admin API and command tests.
+
+// opsOptions are global options like globalOptions, with the admin
+// endpoint on (on a free port) so tests can read /metrics and call the
+// session admin API.
+func opsOptions(t testing.TB) (options, admin string) {
+	port := freePort(t)
+	admin = fmt.Sprintf("localhost:%d", port)
+	return fmt.Sprintf(`{
+	admin %s
+	persist_config off
+	auto_https off
+	storage file_system %s
+}
+`, admin, t.TempDir()), admin
+}
+
+// adminDo sends a request to the admin endpoint and returns the status
+// and body.
+func adminDo(t testing.TB, admin, method, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+admin+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// scrape reads Caddy's /metrics from the admin endpoint into a map from
+// series (name plus labels sorted by name, e.g.
+// `caddy_session_writes_total{op="create"}`) to value.
+func scrape(t testing.TB, admin string) map[string]float64 {
+	t.Helper()
+	status, body := adminDo(t, admin, http.MethodGet, "/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", status, body)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("bad metrics line %q", line)
+		}
+		out[normalizeSeries(line[:i])] = v
+	}
+	return out
+}
+
+// normalizeSeries sorts the labels of a series name.
+func normalizeSeries(s string) string {
+	name, labels, ok := strings.Cut(s, "{")
+	if !ok {
+		return s
+	}
+	parts := strings.Split(strings.TrimSuffix(labels, "}"), ",")
+	sort.Strings(parts)
+	return name + "{" + strings.Join(parts, ",") + "}"
+}
+
+// series names a series with labels given as name, value pairs.
+func series(name string, labels ...string) string {
+	var parts []string
+	for i := 0; i+1 < len(labels); i += 2 {
+		parts = append(parts, labels[i]+`="`+labels[i+1]+`"`)
+	}
+	return normalizeSeries(name + "{" + strings.Join(parts, ",") + "}")
+}

@@ -1,0 +1,42 @@
+//go:build !sessioncas
+
+// This file bridges the store contract before compare-and-set (Apply, no
+// subject index). Delete it, and remove the build constraints of
+// storecompat_cas.go and instrument_cas.go, when the new contract lands
+// in caddymodule.
+
+package caddymodule
+
+import (
+	"context"
+	"time"
+
+	"github.com/sessiongate/caddy-session/store"
+)
+
+// subjectIndex has the method set of the new contract's
+// store.SubjectIndex.
+type subjectIndex interface {
+	FindBySubject(ctx context.Context, subject string, now time.Time) ([]sessionSummary, error)
+	DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error)
+	DeleteByHandle(ctx context.Context, handle string) (int, error)
+}
+
+// sessionSummary has the fields of the new contract's store.Summary.
+type sessionSummary struct {
+	Handle  string
+	Created time.Time
+	Updated time.Time
+	Expires time.Time
+}
+
+// storeAnswers are the store errors that are answers, not failures.
+var storeAnswers = []error{store.ErrNotFound, store.ErrExists}
+
+// Apply implements the old store.Store, timed as "update".
+func (s *instrumentedStore) Apply(ctx context.Context, key string, ch store.Change, now time.Time) error {
+	start := time.Now()
+	err := s.Store.Apply(ctx, key, ch, now)
+	s.done(storeUpdate, start, err)
+	return err
+}
