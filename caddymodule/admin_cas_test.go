@@ -34,8 +34,19 @@ func TestCommandListRevoke(t *testing.T) {
 func TestMetricsInstrumentedIndex(t *testing.T) {
 	mem := memstore.New()
 	t.Cleanup(func() { _ = mem.Close() })
-	if _, ok := instrument(mem, "unit-index").(subjectIndex); !ok {
+	if _, ok := instrument(mem, mem, "unit-index").(subjectIndex); !ok {
 		t.Fatal("the instrumented memory store lost its subject index")
+	}
+	// The memory store module holds the memstore: its index is found.
+	m := &MemoryStore{Name: "unit-index"}
+	if err := m.Provision(caddyCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Cleanup() })
+	st, unregister := registerStore(m)
+	t.Cleanup(unregister)
+	if _, ok := st.(subjectIndex); !ok {
+		t.Fatal("the memory store module's subject index was not found")
 	}
 }
 

@@ -31,11 +31,13 @@ type indexedStore struct {
 }
 
 // instrument wraps st for metrics under the store label name. The result
-// implements subjectIndex if and only if st does.
-func instrument(st store.Store, name string) store.Store {
+// implements subjectIndex, through idx, if and only if idx is not nil
+// (usually idx is st's own; a store module may hold the store that has
+// the index).
+func instrument(st store.Store, idx subjectIndex, name string) store.Store {
 	s := &instrumentedStore{Store: st}
 	s.obs, s.errs = storeObservers(name)
-	if idx, ok := st.(subjectIndex); ok {
+	if idx != nil {
 		return &indexedStore{instrumentedStore: s, idx: idx}
 	}
 	return s

@@ -45,6 +45,9 @@ type storeDescriber interface {
 type storeDescription struct {
 	name, id string
 	size     func() int
+	// idx is the subject index of the store inside the module, for
+	// modules that hold a store rather than being one.
+	idx subjectIndex
 }
 
 // describe names the store module mod.
@@ -70,6 +73,7 @@ func (m *MemoryStore) describeStore() storeDescription {
 	if l, ok := m.Store.(interface{ Len() int }); ok {
 		d.size = l.Len
 	}
+	d.idx, _ = m.Store.(subjectIndex)
 	return d
 }
 
@@ -78,13 +82,15 @@ func (m *MemoryStore) describeStore() storeDescription {
 // hashed into the identity, never kept.
 func (m *MongoDBStore) describeStore() storeDescription {
 	name := "mongodb"
+	var idx subjectIndex
 	if m.mstore != nil {
 		coll := m.mstore.Collection()
 		name = coll.Database().Name() + "." + coll.Name()
+		idx, _ = any(m.mstore).(subjectIndex)
 	}
 	uri := strings.TrimSpace(caddy.NewReplacer().ReplaceKnown(m.URI, ""))
 	sum := sha256.Sum256([]byte(uri))
-	return storeDescription{name: name, id: "mongodb:" + hex.EncodeToString(sum[:8]) + "/" + name}
+	return storeDescription{name: name, id: "mongodb:" + hex.EncodeToString(sum[:8]) + "/" + name, idx: idx}
 }
 
 // registerStore instruments the store module mod for metrics and
@@ -93,7 +99,10 @@ func (m *MongoDBStore) describeStore() storeDescription {
 // that unregisters it, for the handler's Cleanup.
 func registerStore(mod store.Store) (store.Store, func()) {
 	d := describe(mod)
-	st := instrument(mod, d.name)
+	if d.idx == nil {
+		d.idx, _ = mod.(subjectIndex)
+	}
+	st := instrument(mod, d.idx, d.name)
 	ls := &liveStore{name: d.name, id: d.id, st: st, size: d.size}
 	ls.idx, _ = st.(subjectIndex)
 

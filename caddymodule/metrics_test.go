@@ -222,7 +222,7 @@ func TestMetricsInstrumentedStore(t *testing.T) {
 	mem := memstore.New()
 	t.Cleanup(func() { _ = mem.Close() })
 	name := fmt.Sprintf("unit-%d", time.Now().UnixNano()) // fresh series on every run
-	st := instrument(mem, name)
+	st := instrument(mem, nil, name)
 	obs, errs := storeObservers(name)
 	ctx, now := context.Background(), time.Now()
 
@@ -283,7 +283,7 @@ func BenchmarkMetricsInstrumentedFind(b *testing.B) {
 	b.Cleanup(func() { _ = mem.Close() })
 	now := time.Now()
 	_ = mem.Create(context.Background(), "k", &store.Record{Created: now, Updated: now, Expires: now.Add(time.Hour)})
-	for name, st := range map[string]store.Store{"plain": mem, "instrumented": instrument(mem, "bench")} {
+	for name, st := range map[string]store.Store{"plain": mem, "instrumented": instrument(mem, nil, "bench")} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
