@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -157,7 +158,7 @@ func (a *adminSessions) serveHandle(r *http.Request, handle string) (any, error)
 // oldest first.
 func listSubject(ctx context.Context, stores []*liveStore, subject string) ([]adminSummary, error) {
 	list := []adminSummary{}
-	now := now()
+	now := time.Now()
 	for _, ls := range stores {
 		found, err := ls.idx.FindBySubject(ctx, subject, now)
 		if err != nil {

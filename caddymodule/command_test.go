@@ -88,7 +88,7 @@ func TestCommandBadArguments(t *testing.T) {
 func TestCommandAgainstCaddy(t *testing.T) {
 	up := upstream(t)
 	options, admin := opsOptions(t)
-	startGateway(t, options, countingSession, up)
+	startGateway(t, options, plainSession, up)
 	for _, args := range [][]string{
 		{"list", "--subject", "alice", "--address", admin},
 		{"revoke", "--subject", "alice", "--address", admin},

@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -62,37 +60,6 @@ func describe(mod store.Store) storeDescription {
 	return storeDescription{name: name, id: fmt.Sprintf("%s@%p", name, mod)}
 }
 
-// describeStore implements storeDescriber: memory stores of one name
-// share one map.
-func (m *MemoryStore) describeStore() storeDescription {
-	name := m.Name
-	if name == "" {
-		name = defaultMemoryStoreName
-	}
-	d := storeDescription{name: name, id: "memory:" + name}
-	if l, ok := m.Store.(interface{ Len() int }); ok {
-		d.size = l.Len
-	}
-	d.idx, _ = m.Store.(subjectIndex)
-	return d
-}
-
-// describeStore implements storeDescriber: MongoDB stores on the same
-// server (by URI) and collection share their sessions. The URI is only
-// hashed into the identity, never kept.
-func (m *MongoDBStore) describeStore() storeDescription {
-	name := "mongodb"
-	var idx subjectIndex
-	if m.mstore != nil {
-		coll := m.mstore.Collection()
-		name = coll.Database().Name() + "." + coll.Name()
-		idx, _ = any(m.mstore).(subjectIndex)
-	}
-	uri := strings.TrimSpace(caddy.NewReplacer().ReplaceKnown(m.URI, ""))
-	sum := sha256.Sum256([]byte(uri))
-	return storeDescription{name: name, id: "mongodb:" + hex.EncodeToString(sum[:8]) + "/" + name, idx: idx}
-}
-
 // registerStore instruments the store module mod for metrics and
 // registers it for the admin API and the active-sessions gauge. It
 // returns the store the handler must use from now on, and the function
@@ -147,14 +114,3 @@ func liveStoreList(name string) []*liveStore {
 	})
 	return list
 }
-
-// Cleanup unregisters the handler's store from the admin API and the
-// active-sessions gauge.
-func (h *Handler) Cleanup() error {
-	if h.unregisterStore != nil {
-		h.unregisterStore()
-	}
-	return nil
-}
-
-var _ caddy.CleanerUpper = (*Handler)(nil)

@@ -19,16 +19,16 @@ import (
 // value is known in advance, so the series are made once, here, and the
 // request path only adds to a prebuilt counter (an atomic add).
 
-// outcome is how a request's session cookie turned out
+// requestOutcome is how a request's session cookie turned out
 // (caddy_session_requests_total{outcome}).
-type outcome uint8
+type requestOutcome uint8
 
 const (
-	outcomeNone      outcome = iota // no session cookie
-	outcomeValid                    // a signed cookie naming a live session
-	outcomeInvalid                  // a cookie whose signature does not verify
-	outcomeExpired                  // a signed cookie whose session is gone (expired, ended or rotated)
-	outcomeAmbiguous                // several session cookies, none chosen
+	outcomeNone      requestOutcome = iota // no session cookie
+	outcomeValid                           // a signed cookie naming a live session
+	outcomeInvalid                         // a cookie whose signature does not verify
+	outcomeExpired                         // a signed cookie whose session is gone (expired, ended or rotated)
+	outcomeAmbiguous                       // several session cookies, none chosen
 	numOutcomes
 )
 
@@ -98,7 +98,7 @@ type sessionMetrics struct {
 }
 
 // request counts a request by how its session cookie turned out.
-func (m *sessionMetrics) request(o outcome) {
+func (m *sessionMetrics) request(o requestOutcome) {
 	if m != nil {
 		m.requests[o].Inc()
 	}
@@ -133,9 +133,7 @@ var collectors struct {
 // storeDurationBuckets span a memory store (microseconds) to a MongoDB
 // write with majority concern across zones (tens of milliseconds) and a
 // request hitting the store timeout (seconds).
-var storeDurationBuckets = []float64{
-	.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5,
-}
+var storeDurationBuckets = []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5}
 
 func initCollectors() {
 	const ns, sub = "caddy", "session"

@@ -9,6 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
 // Helpers shared by the metrics, admin API and command tests.
@@ -90,3 +96,34 @@ func series(name string, labels ...string) string {
 	}
 	return normalizeSeries(name + "{" + strings.Join(parts, ",") + "}")
 }
+
+// plainTestStore is a real memory store seen only through store.Store,
+// so it has no subject index under any version of the store contract
+// (http.session.stores.plain).
+type plainTestStore struct {
+	store.Store
+	mem *memstore.Store
+}
+
+func init() { caddy.RegisterModule(new(plainTestStore)) }
+
+func (*plainTestStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.session.stores.plain", New: func() caddy.Module { return new(plainTestStore) }}
+}
+
+func (s *plainTestStore) Provision(caddy.Context) error {
+	s.mem = memstore.New()
+	s.Store = s.mem
+	return nil
+}
+
+func (s *plainTestStore) Cleanup() error { return s.mem.Close() }
+
+// UnmarshalCaddyfile accepts `store plain`.
+func (*plainTestStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+// plainSession uses a store without a subject index.
+const plainSession = "\tsession {\n\t\tsecret " + testSecret + "\n\t\tstore plain\n\t}\n"

@@ -11,6 +11,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/sessiongate/caddy-session/store"
 )
 
@@ -40,3 +42,14 @@ func (s *instrumentedStore) Apply(ctx context.Context, key string, ch store.Chan
 	s.done(storeUpdate, start, err)
 	return err
 }
+
+// Cleanup unregisters the handler's store from the admin API and the
+// active-sessions gauge.
+func (h *Handler) Cleanup() error {
+	if h.unregisterStore != nil {
+		h.unregisterStore()
+	}
+	return nil
+}
+
+var _ caddy.CleanerUpper = (*Handler)(nil) // main: Handler.Cleanup calls h.unregisterStore()
