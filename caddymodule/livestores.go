@@ -16,8 +16,7 @@ import (
 type liveStore struct {
 	name string       // the store's name: metrics label and ?store= value
 	id   string       // identity: two handlers with equal ids share the sessions
-	st   store.Store  // the store as the handler uses it (instrumented)
-	idx  subjectIndex // st's subject index, nil when it has none
+	idx  subjectIndex // the instrumented subject index, nil when it has none
 	size func() int   // how many sessions it holds; nil when not cheap
 	seq  uint64       // registration order: the newest of equal ids is used
 }
@@ -70,7 +69,7 @@ func registerStore(mod store.Store) (store.Store, func()) {
 		d.idx, _ = mod.(subjectIndex)
 	}
 	st := instrument(mod, d.idx, d.name)
-	ls := &liveStore{name: d.name, id: d.id, st: st, size: d.size}
+	ls := &liveStore{name: d.name, id: d.id, size: d.size}
 	ls.idx, _ = st.(subjectIndex)
 
 	liveStores.Lock()

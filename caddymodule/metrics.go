@@ -230,7 +230,7 @@ type activeCollector struct {
 func newActiveCollector(ns, sub string) *activeCollector {
 	return &activeCollector{desc: prometheus.NewDesc(
 		prometheus.BuildFQName(ns, sub, "active"),
-		"Sessions held by the store (memory store only; includes expired sessions not yet swept, at most a sweep interval old).",
+		"Records held by a memory store: live sessions, plus expired sessions and regenerate tombstones not yet swept.",
 		[]string{"store"}, nil)}
 }
 
@@ -244,13 +244,4 @@ func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ls.size()), ls.name)
 		}
 	}
-}
-
-// createOp is the write a successful create counts as: a regenerate when
-// the request had a session, a create otherwise.
-func createOp(regenerate bool) writeOp {
-	if regenerate {
-		return writeRegenerate
-	}
-	return writeCreate
 }

@@ -53,3 +53,12 @@ func (h *Handler) Cleanup() error {
 }
 
 var _ caddy.CleanerUpper = (*Handler)(nil) // main: Handler.Cleanup calls h.unregisterStore()
+
+// createOp (old handler only) is the write a successful create counts as: a regenerate when
+// the request had a session, a create otherwise.
+func createOp(regenerate bool) writeOp {
+	if regenerate {
+		return writeRegenerate
+	}
+	return writeCreate
+}
