@@ -42,6 +42,7 @@ func adminDo(t testing.TB, admin, method, path string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Close = true // a reload replaces the admin server: no connection reuse
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
