@@ -43,6 +43,9 @@ func instrument(st store.Store, idx subjectIndex, name string) store.Store {
 	return s
 }
 
+// Unwrap returns the wrapped store.
+func (s *instrumentedStore) Unwrap() store.Store { return s.Store }
+
 // done records one call of op that started at start and ended with err.
 func (s *instrumentedStore) done(op storeOp, start time.Time, err error) {
 	s.obs[op].Observe(time.Since(start).Seconds())

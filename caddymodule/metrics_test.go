@@ -266,6 +266,9 @@ func TestMetricsInstrumentedStore(t *testing.T) {
 	if mem.Len() != 0 {
 		t.Fatal("delete did not reach the wrapped store")
 	}
+	if rawStore(st) != store.Store(mem) {
+		t.Fatal("Unwrap must return the wrapped store")
+	}
 	for op, want := range map[storeOp]uint64{storeFind: 2, storeCreate: 2, storeTouch: 1, storeDelete: 1, storeRotate: 0} {
 		if got := sampleCount(t, obs[op]); got != want {
 			t.Errorf("%s: %d observations, want %d", storeOpNames[op], got, want)

@@ -128,3 +128,12 @@ func (*plainTestStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // plainSession uses a store without a subject index.
 const plainSession = "\tsession {\n\t\tsecret " + testSecret + "\n\t\tstore plain\n\t}\n"
+
+// rawStore is the store module under a handler's instrumented store, for
+// tests that look at the module itself.
+func rawStore(st store.Store) store.Store {
+	if u, ok := st.(interface{ Unwrap() store.Store }); ok {
+		return u.Unwrap()
+	}
+	return st
+}
