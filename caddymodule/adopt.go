@@ -161,6 +161,7 @@ func (h *Handler) createAdopted(r *http.Request, st *state, src *adopt.Source, l
 	}
 	st.token, st.key, st.rec, st.adopted, st.sendCookie = token, key, rec, src.Name(), true
 	h.logger.Info("adopted a legacy session", zap.String("source", src.Name()), zap.String("session", cookie.Handle(key)))
+	h.metrics.write(writeAdopt)
 	return nil
 }
 

@@ -736,7 +736,7 @@ func TestClaimFailedRegenerateLeavesNoNewSession(t *testing.T) {
 	g := startGateway(t, globalOptions(t), sessionBody("\t\tstore rotfail\n"), up)
 	t.Cleanup(func() { rotateFails.Store(0) })
 	g.get("/?" + patchQuery(`{"user":"ann"}`))
-	st := onlyHandler(t).store.(*rotFailStore)
+	st := rawStore(onlyHandler(t).store).(*rotFailStore)
 	old := g.sessionCookie("session")
 	for _, tc := range []struct {
 		name       string

@@ -137,6 +137,7 @@ func (st *state) touch(hdr http.Header) {
 	err := h.store.Touch(context.WithoutCancel(st.req.Context()), st.key, exp, st.now)
 	switch {
 	case err == nil:
+		h.metrics.write(writeTouch)
 		st.rec.Expires, st.rec.Updated = exp, st.now
 		if h.policy.refreshCookie() {
 			st.setCookie(hdr, st.rec)
@@ -162,6 +163,7 @@ func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Out
 			return err
 		}
 		h.logger.Debug("session destroyed", zap.String("session", st.handle()))
+		h.metrics.write(writeDestroy)
 	}
 	if st.hadCookie {
 		st.setCookie(hdr, nil)
@@ -238,6 +240,7 @@ func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outc
 	if err != nil {
 		return st.storeFailed("create", err)
 	}
+	h.metrics.write(writeCreate)
 	st.token, st.key, st.rec = token, key, rec
 	st.setCookie(hdr, rec)
 	if out.RevokeOthers {
@@ -294,6 +297,7 @@ func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outc
 		}
 		err = h.store.Update(ctx, st.key, &rec, st.now)
 		if err == nil {
+			h.metrics.write(writeUpdate)
 			rec.Version, rec.Updated = rec.Version+1, st.now
 			st.rec = &rec
 			if out.MaxAge != nil || h.policy.refreshCookie() {
@@ -358,6 +362,7 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 		err = h.store.Rotate(ctx, st.key, st.rec.Version, cookie.Handle(key), st.now.Add(rotatedGrace), st.now)
 		if err == nil {
 			h.logger.Debug("session regenerated", zap.String("session", st.handle()), zap.String("successor", cookie.Handle(key)))
+			h.metrics.write(writeRegenerate)
 			st.token, st.key, st.rec = token, key, &rec
 			st.setCookie(hdr, &rec)
 			return st.revokeOthers(ctx, out)
@@ -410,6 +415,7 @@ func (st *state) revoke(ctx context.Context, subject, except string) error {
 	if err != nil {
 		return st.storeFailed("revoke", err)
 	}
+	st.h.metrics.write(writeRevoke)
 	st.h.logger.Info("revoked the sessions of a subject", zap.String("session", st.handle()), zap.Int("revoked", n))
 	return nil
 }
@@ -417,6 +423,7 @@ func (st *state) revoke(ctx context.Context, subject, except string) error {
 // badUpstream refuses the upstream's answer: 502, the session as it was.
 // Caddy logs the error once; it names the kind of problem, never data.
 func (st *state) badUpstream(err error) error {
+	st.h.metrics.refuse(refusalOf(err))
 	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("session %s: refused the upstream's session headers; session left as it was: %w", st.handle(), err))
 }
 

@@ -94,7 +94,7 @@ func TestCookieMemoryStoreBoundThroughCaddy(t *testing.T) {
 	}
 	var mem *MemoryStore
 	for _, h := range liveHandlers() {
-		if m, ok := h.store.(*MemoryStore); ok {
+		if m, ok := rawStore(h.store).(*MemoryStore); ok {
 			mem = m
 		}
 	}

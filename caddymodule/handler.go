@@ -120,6 +120,9 @@ type Handler struct {
 	sources  []*adopt.Source
 	logger   *zap.Logger
 	live     *liveState
+
+	metrics         *sessionMetrics // prebuilt counters (metrics.go)
+	unregisterStore func()          // undoes registerStore (livestores.go)
 }
 
 // CookieConfig holds the session cookie's attributes. HttpOnly is always
@@ -259,12 +262,16 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("module %T is not a session store", mod)
 	}
-	h.store = st
-	if si, ok := mod.(subjectIndexer); ok {
-		h.index = si.SubjectIndex()
-	}
 	if _, ok := st.(*MemoryStore); ok {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
+	}
+	if h.metrics, err = provisionMetrics(ctx); err != nil {
+		return fmt.Errorf("session metrics: %v", err)
+	}
+	// From here on every store call is timed, and the admin API sees the store.
+	h.store, h.unregisterStore = registerStore(st)
+	if si, ok := h.store.(store.SubjectIndex); ok {
+		h.index = si
 	}
 	return h.provisionAdopt(mod)
 }
@@ -273,17 +280,14 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 // adopted legacy sessions' sweep.
 func (h *Handler) Cleanup() error {
 	unregisterHandler(h)
+	if h.unregisterStore != nil {
+		h.unregisterStore()
+	}
 	if h.live != nil && h.live.stop != nil {
 		close(h.live.stop)
 		h.live.stop = nil
 	}
 	return nil
-}
-
-// subjectIndexer is implemented by store modules whose store can find
-// sessions by subject; SubjectIndex returns nil when it cannot.
-type subjectIndexer interface {
-	SubjectIndex() store.SubjectIndex
 }
 
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {

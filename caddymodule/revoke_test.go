@@ -22,8 +22,8 @@ var revokeStores = []struct {
 	}},
 }
 
-// loggedIn returns a browser of g logged in as user.
-func loggedIn(t *testing.T, g *gateway, user string) *gateway {
+// revokeLogin returns a browser of g logged in as user.
+func revokeLogin(t *testing.T, g *gateway, user string) *gateway {
 	t.Helper()
 	b := g.visitor()
 	if r := b.get("/?" + patchQuery(`{"user":"`+user+`"}`)); r.Status != http.StatusOK {
@@ -51,8 +51,8 @@ func TestRevokeOthersAndAll(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			up := upstream(t)
 			g := startGateway(t, globalOptions(t), st.body(t), up)
-			a, b, c := loggedIn(t, g, "alice"), loggedIn(t, g, "alice"), loggedIn(t, g, "alice")
-			bob := loggedIn(t, g, "bob")
+			a, b, c := revokeLogin(t, g, "alice"), revokeLogin(t, g, "alice"), revokeLogin(t, g, "alice")
+			bob := revokeLogin(t, g, "bob")
 
 			g.step(t, "revoke-others keeps this session only", func(t *testing.T, _ *gateway) {
 				if r := a.get("/?control=revoke-others"); r.Status != http.StatusOK || r.Header.Get("Set-Cookie") != "" {
@@ -65,7 +65,7 @@ func TestRevokeOthersAndAll(t *testing.T) {
 			})
 
 			g.step(t, "regenerate with revoke-others: new token, others gone", func(t *testing.T, _ *gateway) {
-				d := loggedIn(t, g, "alice")
+				d := revokeLogin(t, g, "alice")
 				old := a.sessionCookie("session")
 				if r := a.get("/?control=regenerate,revoke-others"); r.Status != http.StatusOK {
 					t.Fatalf("status %d", r.Status)
@@ -80,7 +80,7 @@ func TestRevokeOthersAndAll(t *testing.T) {
 			})
 
 			g.step(t, "revoke-all ends every session of the subject", func(t *testing.T, _ *gateway) {
-				e, f := loggedIn(t, g, "alice"), loggedIn(t, g, "alice")
+				e, f := revokeLogin(t, g, "alice"), revokeLogin(t, g, "alice")
 				r := e.get("/?control=revoke-all")
 				if r.Status != http.StatusOK || !strings.Contains(r.Header.Get("Set-Cookie"), "Max-Age=0") {
 					t.Fatalf("revoke-all: status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))

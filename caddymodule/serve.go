@@ -41,6 +41,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
+	h.metrics.request(requestOutcomeOf(outcome, st.rec != nil))
 	if h.sources != nil {
 		if err := h.adoptLegacy(r, st); err != nil {
 			return rw.answerError(err)

@@ -202,7 +202,7 @@ func TestSizeOverCapStoredSessionIsCleared(t *testing.T) {
 func waitMongoReady(t *testing.T) {
 	t.Helper()
 	for _, h := range liveHandlers() {
-		m, ok := h.store.(*MongoDBStore)
+		m, ok := rawStore(h.store).(*MongoDBStore)
 		if !ok || m.guard == nil {
 			continue
 		}

@@ -1,0 +1,239 @@
+package caddymodule
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/sessiongate/caddy-session/store"
+)
+
+func init() {
+	caddy.RegisterModule(adminSessions{})
+}
+
+// maxSubjectLen bounds a subject in an admin API path.
+const maxSubjectLen = 1024
+
+// adminSessions is the admin API module admin.api.session: it lists and
+// ends sessions of the running config's session stores, on Caddy's admin
+// endpoint (localhost:2019 by default, and only as exposed as that is).
+//
+//	GET    /session/subjects/<subject>   the subject's live sessions
+//	DELETE /session/subjects/<subject>   end all of them
+//	DELETE /session/sessions/<handle>    end one session by its handle
+//
+// <subject> is URL-decoded (a "/" in it is written %2F); <handle> is the
+// 12 lower-case hex digits of X-Session-Meta's id. ?store=<name> limits
+// the call to the stores of that name (a memory store's name, a MongoDB
+// store's database.collection). Answers never hold a token or data.
+type adminSessions struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminSessions) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.session",
+		New: func() caddy.Module { return new(adminSessions) },
+	}
+}
+
+// Provision sets up the logger. The stores are looked up on each call:
+// the admin endpoint is provisioned before the config's apps.
+func (a *adminSessions) Provision(caddy.Context) error {
+	a.logger = caddy.Log().Named("admin.api.session")
+	return nil
+}
+
+// Routes returns the routes under /session/.
+func (a *adminSessions) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/session/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// adminSummary is one session in a subject listing.
+type adminSummary struct {
+	ID      string `json:"id"`
+	Created int64  `json:"created"`
+	Updated int64  `json:"updated"`
+	Expires int64  `json:"expires"`
+}
+
+// adminRevoked is the answer to a DELETE.
+type adminRevoked struct {
+	Revoked int `json:"revoked"`
+}
+
+func (a *adminSessions) serve(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/session/")
+	kind, arg, _ := strings.Cut(rest, "/")
+	var (
+		result any
+		err    error
+	)
+	switch kind {
+	case "subjects":
+		result, err = a.serveSubject(r, arg)
+	case "sessions":
+		result, err = a.serveHandle(r, arg)
+	default:
+		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject> or /session/sessions/<handle>", r.URL.Path)
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(result)
+}
+
+func (a *adminSessions) serveSubject(r *http.Request, escaped string) (any, error) {
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		return nil, methodNotAllowed(r, "GET, DELETE")
+	}
+	subject, err := url.PathUnescape(escaped)
+	switch {
+	case err != nil:
+		return nil, apiError(http.StatusBadRequest, "subject is not validly URL-encoded: %v", err)
+	case subject == "":
+		return nil, apiError(http.StatusBadRequest, "subject is empty: use /session/subjects/<subject>")
+	case len(subject) > maxSubjectLen:
+		return nil, apiError(http.StatusBadRequest, "subject is longer than %d bytes", maxSubjectLen)
+	case !utf8.ValidString(subject):
+		return nil, apiError(http.StatusBadRequest, "subject is not valid UTF-8")
+	}
+	stores, err := indexedStores(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.Method == http.MethodGet {
+		return listSubject(r.Context(), stores, subject)
+	}
+	n := 0
+	for _, ls := range stores {
+		k, err := ls.idx.DeleteBySubject(r.Context(), subject, "")
+		n += k
+		if err != nil {
+			return nil, storeAPIError(ls, err)
+		}
+	}
+	a.logger.Info("sessions of a subject revoked through the admin API", zap.Int("revoked", n))
+	return adminRevoked{Revoked: n}, nil
+}
+
+func (a *adminSessions) serveHandle(r *http.Request, handle string) (any, error) {
+	if r.Method != http.MethodDelete {
+		return nil, methodNotAllowed(r, "DELETE")
+	}
+	if !validHandle(handle) {
+		return nil, apiError(http.StatusBadRequest, "session handle must be exactly 12 lower-case hex digits (the id in X-Session-Meta), got %q", handle)
+	}
+	stores, err := indexedStores(r)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, ls := range stores {
+		k, err := ls.idx.DeleteByHandle(r.Context(), handle)
+		n += k
+		if err != nil {
+			return nil, storeAPIError(ls, err)
+		}
+	}
+	a.logger.Info("session revoked through the admin API", zap.String("session", handle), zap.Int("revoked", n))
+	return adminRevoked{Revoked: n}, nil
+}
+
+// listSubject gathers the subject's live sessions from every store,
+// oldest first.
+func listSubject(ctx context.Context, stores []*liveStore, subject string) ([]adminSummary, error) {
+	list := []adminSummary{}
+	now := time.Now()
+	for _, ls := range stores {
+		found, err := ls.idx.FindBySubject(ctx, subject, now)
+		if err != nil {
+			return nil, storeAPIError(ls, err)
+		}
+		for _, s := range found {
+			list = append(list, adminSummary{ID: s.Handle, Created: s.Created.Unix(), Updated: s.Updated.Unix(), Expires: s.Expires.Unix()})
+		}
+	}
+	slices.SortFunc(list, func(a, b adminSummary) int {
+		return cmp.Or(cmp.Compare(a.Created, b.Created), strings.Compare(a.ID, b.ID))
+	})
+	return list, nil
+}
+
+// indexedStores returns the running config's stores that have a subject
+// index, limited to ?store=<name> when given.
+func indexedStores(r *http.Request) ([]*liveStore, error) {
+	name := r.URL.Query().Get("store")
+	all := liveStoreList(name)
+	var stores []*liveStore
+	for _, ls := range all {
+		if ls.idx != nil {
+			stores = append(stores, ls)
+		}
+	}
+	switch {
+	case len(stores) > 0:
+		return stores, nil
+	case name != "" && len(all) == 0:
+		return nil, apiError(http.StatusNotFound, "no session store named %q in the running config", name)
+	case len(all) == 0 && name == "":
+		return nil, apiError(http.StatusNotFound, "no session handler in the running config")
+	}
+	return nil, apiError(http.StatusNotFound, "no session store in the running config can find sessions by subject (the memory and mongodb stores can)")
+}
+
+// validHandle reports whether s is a session handle: 12 lower-case hex
+// digits.
+func validHandle(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func apiError(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func methodNotAllowed(r *http.Request, allow string) error {
+	return caddy.APIError{
+		HTTPStatus: http.StatusMethodNotAllowed,
+		Err:        fmt.Errorf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow),
+	}
+}
+
+// storeAPIError turns a store failure into 503 (unreachable or timed
+// out) or 500.
+func storeAPIError(ls *liveStore, err error) error {
+	status := http.StatusInternalServerError
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		status = http.StatusServiceUnavailable
+	}
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf("session store %s: %w", ls.name, err)}
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner = (*adminSessions)(nil)
+	_ caddy.AdminRouter = (*adminSessions)(nil)
+)

@@ -1,0 +1,115 @@
+package caddymodule
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sessiongate/caddy-session/store"
+)
+
+// liveStore is a store in use by a provisioned session handler, as the
+// admin API and the caddy_session_active gauge see it.
+type liveStore struct {
+	name string       // the store's name: metrics label and ?store= value
+	id   string       // identity: two handlers with equal ids share the sessions
+	idx  subjectIndex // the instrumented subject index, nil when it has none
+	size func() int   // how many sessions it holds; nil when not cheap
+	seq  uint64       // registration order: the newest of equal ids is used
+}
+
+// liveStores holds the stores of every provisioned session handler. A
+// reload provisions the new config's handlers (registering) before it
+// cleans up the old ones (unregistering), so during a reload a store can
+// be registered twice; lookups deduplicate by identity.
+var liveStores struct {
+	sync.Mutex
+	seq uint64
+	m   map[*liveStore]struct{}
+}
+
+// storeDescriber is implemented by store modules that can name
+// themselves for metrics and the admin API and say which stores share
+// their sessions.
+type storeDescriber interface {
+	describeStore() storeDescription
+}
+
+// storeDescription names a store; see liveStore.
+type storeDescription struct {
+	name, id string
+	size     func() int
+	// idx is the subject index of the store inside the module, for
+	// modules that hold a store rather than being one.
+	idx subjectIndex
+}
+
+// describe names the store module mod.
+func describe(mod store.Store) storeDescription {
+	if d, ok := mod.(storeDescriber); ok {
+		return d.describeStore()
+	}
+	name := fmt.Sprintf("%T", mod)
+	if m, ok := mod.(caddy.Module); ok {
+		name = m.CaddyModule().ID.Name()
+	}
+	return storeDescription{name: name, id: fmt.Sprintf("%s@%p", name, mod)}
+}
+
+// registerStore instruments the store module mod for metrics and
+// registers it for the admin API and the active-sessions gauge. It
+// returns the store the handler must use from now on, and the function
+// that unregisters it, for the handler's Cleanup.
+func registerStore(mod store.Store) (store.Store, func()) {
+	d := describe(mod)
+	if d.idx == nil {
+		d.idx, _ = mod.(subjectIndex)
+	}
+	st := instrument(mod, d.idx, d.name)
+	ls := &liveStore{name: d.name, id: d.id, size: d.size}
+	ls.idx, _ = st.(subjectIndex)
+
+	liveStores.Lock()
+	defer liveStores.Unlock()
+	if liveStores.m == nil {
+		liveStores.m = make(map[*liveStore]struct{})
+	}
+	liveStores.seq++
+	ls.seq = liveStores.seq
+	liveStores.m[ls] = struct{}{}
+	var once sync.Once
+	return st, func() {
+		once.Do(func() {
+			liveStores.Lock()
+			delete(liveStores.m, ls)
+			liveStores.Unlock()
+		})
+	}
+}
+
+// liveStoreList returns the live stores, one per identity (the newest
+// registration), sorted by name; only those named name unless it is "".
+func liveStoreList(name string) []*liveStore {
+	liveStores.Lock()
+	newest := make(map[string]*liveStore, len(liveStores.m))
+	for ls := range liveStores.m {
+		if name != "" && ls.name != name {
+			continue
+		}
+		if cur, ok := newest[ls.id]; !ok || ls.seq > cur.seq {
+			newest[ls.id] = ls
+		}
+	}
+	liveStores.Unlock()
+	list := make([]*liveStore, 0, len(newest))
+	for _, ls := range newest {
+		list = append(list, ls)
+	}
+	slices.SortFunc(list, func(a, b *liveStore) int {
+		return strings.Compare(a.name+"\x00"+a.id, b.name+"\x00"+b.id)
+	})
+	return list
+}
