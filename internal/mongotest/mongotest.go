@@ -240,9 +240,12 @@ func goTool() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
+	// A test binary runs with GOROOT set by go test.
+	if root := os.Getenv("GOROOT"); root != "" {
+		p := filepath.Join(root, "bin", "go")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
 	}
 	return "", errors.New("the go command is not on PATH: the MongoDB tests build FerretDB with it; install Go (https://go.dev/dl/) or set " + EnvURI + " to a MongoDB server")
 }
@@ -271,7 +274,7 @@ func buildFerretDB() error {
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("building FerretDB (go build in %s) failed: %v\n%s\nThe MongoDB tests need it unless %s is set (the first build downloads modules and compiles SQLite, give it a few minutes).", dir, err, out, EnvURI)
+		return fmt.Errorf("building FerretDB (go build in %s) failed: %v\n%s\nthe MongoDB tests need it unless %s is set (the first build downloads modules and compiles SQLite, give it a few minutes)", dir, err, out, EnvURI)
 	}
 	return nil
 }
