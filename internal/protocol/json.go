@@ -317,7 +317,7 @@ func AppendFloat(dst []byte, f float64) []byte {
 // ErrBadUpstream; text that is not a JSON number is another error. The
 // result is its own canonical spelling.
 func CanonicalNumber(lit string) (string, error) {
-	if !validNumber(lit) {
+	if !ValidNumber(lit) {
 		return "", fmt.Errorf("not a JSON number (%d bytes)", len(lit))
 	}
 	if !strings.ContainsAny(lit, ".eE") {
@@ -343,8 +343,9 @@ func CanonicalNumber(lit string) (string, error) {
 	return string(c), nil
 }
 
-// validNumber reports whether s is a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func validNumber(s string) bool {
+// ValidNumber reports whether s is a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// The MongoDB store uses it on the numbers it converts.
+func ValidNumber(s string) bool {
 	s = strings.TrimPrefix(s, "-")
 	switch {
 	case s == "":

@@ -523,7 +523,7 @@ func (e *encoder) number(dst []byte) ([]byte, bsoncore.Type, error) {
 		e.pos++
 	}
 	lit := e.in[start:e.pos]
-	if !validNumber(lit) {
+	if !protocol.ValidNumber(string(lit)) {
 		e.pos = start
 		return nil, 0, e.errorf("invalid number")
 	}
@@ -577,46 +577,6 @@ func parseInt64(lit []byte) (int64, bool) {
 		return int64(-u), true // -u wraps to MinInt64 for 1<<63
 	}
 	return 0, false
-}
-
-// validNumber reports whether s is a JSON number:
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func validNumber(s []byte) bool {
-	s = bytes.TrimPrefix(s, []byte{'-'})
-	switch {
-	case len(s) == 0:
-		return false
-	case s[0] == '0':
-		s = s[1:]
-	case s[0] >= '1' && s[0] <= '9':
-		s = skipDigits(s)
-	default:
-		return false
-	}
-	if len(s) > 0 && s[0] == '.' {
-		rest := s[1:]
-		if s = skipDigits(rest); len(s) == len(rest) {
-			return false
-		}
-	}
-	if len(s) > 0 && (s[0] == 'e' || s[0] == 'E') {
-		rest := s[1:]
-		if len(rest) > 0 && (rest[0] == '+' || rest[0] == '-') {
-			rest = rest[1:]
-		}
-		if s = skipDigits(rest); len(s) == len(rest) {
-			return false
-		}
-	}
-	return len(s) == 0
-}
-
-func skipDigits(s []byte) []byte {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	return s[i:]
 }
 
 // errMalformed is wrapped by errors about stored BSON that cannot be read.
@@ -821,7 +781,7 @@ func wrappedBigInt(elems []byte) (string, bool) {
 		return "", false
 	}
 	s, ok := el.Value().StringValueOK()
-	if !ok || !validNumber([]byte(s)) || strings.ContainsAny(s, ".eE") {
+	if !ok || !protocol.ValidNumber(s) || strings.ContainsAny(s, ".eE") {
 		return "", false
 	}
 	return s, true
