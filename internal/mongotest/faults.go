@@ -23,15 +23,7 @@ func Kill(t testing.TB) {
 		cmd.Process.Kill()
 		<-done
 	}
-	t.Cleanup(func() {
-		state.mu.Lock()
-		defer state.mu.Unlock()
-		if state.proc == nil {
-			if err := startLocked(); err != nil {
-				t.Errorf("mongotest: restarting FerretDB after the test: %v", err)
-			}
-		}
-	})
+	restartAfter(t)
 }
 
 // Freeze stops the built-in FerretDB's process without ending it

@@ -149,6 +149,12 @@ func Stop(t testing.TB) {
 	if err := stopLocked(); err != nil {
 		t.Fatalf("mongotest: stopping FerretDB: %v", err)
 	}
+	restartAfter(t)
+}
+
+// restartAfter starts the built-in FerretDB again when t ends, if the
+// test stopped it and did not restart it.
+func restartAfter(t testing.TB) {
 	t.Cleanup(func() {
 		state.mu.Lock()
 		defer state.mu.Unlock()
