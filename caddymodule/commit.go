@@ -71,6 +71,7 @@ func (st *state) commit(hdr http.Header) error {
 	}
 	if st.rotated {
 		st.h.logger.Info("session changes dropped: the request's session was regenerated or adopted by a concurrent request", zap.String("session", st.handle()))
+		st.markPrivate(hdr)
 		return nil
 	}
 	// Writes outlive a client that hangs up mid-response: a regenerate
