@@ -848,32 +848,7 @@ func TestAdoptConfigRefused(t *testing.T) {
 			`adopt koa: unknown algorithm "md5": want sha1, sha256 or sha512`},
 		{"koa cookie-only with the memory store is fine", "adopt koa {\n\t\t\tkeys k1\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"]}]`, ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			jsonErr := loadSessionJSON(t, tc.json)
-			if jsonErr == nil {
-				_ = caddy.Stop()
-			}
-			cfErr := loadSessionCaddyfile(t, "\t\t"+tc.caddyfile)
-			if cfErr == nil {
-				_ = caddy.Stop()
-			}
-			if tc.want == "" {
-				if jsonErr != nil || cfErr != nil {
-					t.Fatalf("refused a good config: JSON %v; Caddyfile %v", jsonErr, cfErr)
-				}
-				return
-			}
-			if jsonErr == nil || cfErr == nil {
-				t.Fatalf("accepted: JSON error %v; Caddyfile error %v", jsonErr, cfErr)
-			}
-			j, c := validateMessage(jsonErr), validateMessage(cfErr)
-			if !strings.Contains(j, tc.want) {
-				t.Errorf("JSON error %q does not say %q", j, tc.want)
-			}
-			if j != c {
-				t.Errorf("different errors:\nJSON:      %s\nCaddyfile: %s", j, c)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, "\t\t"+tc.caddyfile, tc.want) })
 	}
 }
 

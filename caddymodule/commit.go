@@ -37,9 +37,7 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	h.stripSessionHeaders(hdr)
 	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
 		hdr["Trailer"] = h.withoutPrefixTokens(vals)
-		if h.live.warned.CompareAndSwap(false, true) {
-			h.logger.Warn("the upstream announced session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
-		}
+		h.warnTrailers()
 	}
 	return in
 }
@@ -153,6 +151,9 @@ func (st *state) touch(hdr http.Header) {
 // subject) and expires the cookie.
 func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
 	h := st.h
+	if err := st.checkRevoke(out, st.subject()); err != nil {
+		return err
+	}
 	if out.RevokeAll {
 		if err := st.revoke(ctx, st.subject(), ""); err != nil {
 			return err
@@ -407,11 +408,9 @@ func (st *state) revokeOthers(ctx context.Context, out *protocol.Outcome) error 
 	return st.revoke(ctx, st.rec.Subject, st.key)
 }
 
-// revoke ends every session of subject but the one under except.
+// revoke ends every session of subject but the one under except. The
+// caller has run checkRevoke before writing anything.
 func (st *state) revoke(ctx context.Context, subject, except string) error {
-	if err := st.checkRevoke(&protocol.Outcome{RevokeAll: true}, subject); err != nil {
-		return err
-	}
 	n, err := st.h.index.DeleteBySubject(ctx, subject, except)
 	if err != nil {
 		return st.storeFailed("revoke", err)

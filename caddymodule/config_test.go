@@ -93,32 +93,7 @@ func TestConfigSameErrorsInJSONAndCaddyfile(t *testing.T) {
 		{"__Host- cookie with a domain", "cookie_name __Host-session\n\t\tcookie_secure always\n\t\tcookie_domain example.com", `"cookie":{"name":"__Host-session","secure":"always","domain":"example.com"}`, "a __Host- cookie needs secure always"},
 		{"__Host- cookie with secure always is fine", "cookie_name __Host-session\n\t\tcookie_secure always", `"cookie":{"name":"__Host-session","secure":"always"}`, ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			jsonErr := loadSessionJSON(t, tc.json)
-			if tc.want == "" && jsonErr == nil {
-				_ = caddy.Stop()
-			}
-			cfErr := loadSessionCaddyfile(t, tc.caddyfil)
-			if tc.want == "" && cfErr == nil {
-				_ = caddy.Stop()
-			}
-			if tc.want == "" {
-				if jsonErr != nil || cfErr != nil {
-					t.Fatalf("refused a good config: JSON %v; Caddyfile %v", jsonErr, cfErr)
-				}
-				return
-			}
-			if jsonErr == nil || cfErr == nil {
-				t.Fatalf("accepted: JSON error %v; Caddyfile error %v", jsonErr, cfErr)
-			}
-			j, c := validateMessage(jsonErr), validateMessage(cfErr)
-			if !strings.Contains(j, tc.want) {
-				t.Errorf("JSON error %q does not say %q", jsonErr, tc.want)
-			}
-			if j != c {
-				t.Errorf("different errors:\nJSON:      %s\nCaddyfile: %s", j, c)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, tc.caddyfil, tc.want) })
 	}
 }
 
@@ -143,5 +118,36 @@ func TestConfigParserErrorsNameTheLine(t *testing.T) {
 				t.Errorf("error %q does not say %q on Caddyfile:10", err, tc.want)
 			}
 		})
+	}
+}
+
+// checkSameConfigError loads the JSON fragment and the Caddyfile lines of
+// one session config and checks both are refused with the same Validate
+// message holding want, or both accepted when want is empty.
+func checkSameConfigError(t *testing.T, json, caddyfile, want string) {
+	t.Helper()
+	jsonErr := loadSessionJSON(t, json)
+	if jsonErr == nil {
+		_ = caddy.Stop()
+	}
+	cfErr := loadSessionCaddyfile(t, caddyfile)
+	if cfErr == nil {
+		_ = caddy.Stop()
+	}
+	if want == "" {
+		if jsonErr != nil || cfErr != nil {
+			t.Fatalf("refused a good config: JSON %v; Caddyfile %v", jsonErr, cfErr)
+		}
+		return
+	}
+	if jsonErr == nil || cfErr == nil {
+		t.Fatalf("accepted: JSON error %v; Caddyfile error %v", jsonErr, cfErr)
+	}
+	j, c := validateMessage(jsonErr), validateMessage(cfErr)
+	if !strings.Contains(j, want) {
+		t.Errorf("JSON error %q does not say %q", j, want)
+	}
+	if j != c {
+		t.Errorf("different errors:\nJSON:      %s\nCaddyfile: %s", j, c)
 	}
 }

@@ -96,13 +96,11 @@ func (h *Handler) load(r *http.Request, st *state, token string) error {
 	default:
 		return h.storeError("load", cookie.Handle(key), err)
 	}
-	st.token, st.key = token, key
 	if !h.policy.alive(rec, st.now) {
-		st.key, st.token = "", ""
 		return nil
 	}
-	st.rec = rec
-	if len(h.hdr.data)+2+len(rec.Data) > h.maxLine {
+	st.token, st.key, st.rec = token, key, rec
+	if len(rec.Data) > h.maxValue() {
 		return h.dropOversized(r, st)
 	}
 	return nil
@@ -199,7 +197,15 @@ func (h *Handler) dropTrailers(hdr http.Header) {
 			dropped = true
 		}
 	}
-	if dropped && h.live.warned.CompareAndSwap(false, true) {
+	if dropped {
+		h.warnTrailers()
+	}
+}
+
+// warnTrailers logs, once per handler, that an upstream sent protocol
+// headers as response trailers.
+func (h *Handler) warnTrailers() {
+	if h.live.warned.CompareAndSwap(false, true) {
 		h.logger.Warn("the upstream sent session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
 	}
 }

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -145,11 +146,7 @@ func (h *Handler) subjectOf(data json.RawMessage) string {
 	if !ok || v == nil {
 		return ""
 	}
-	s, _ := placeholderValue(v).(string)
-	if b, isBool := v.(bool); isBool {
-		s = strconv.FormatBool(b)
-	}
-	return s
+	return fmt.Sprint(placeholderValue(v))
 }
 
 // handle names the session in logs without revealing anything usable.

@@ -195,6 +195,24 @@ func (e *encoder) expect(c byte) error {
 	return nil
 }
 
+// endOfElement reads what follows an object member or array element: a
+// comma (done false) or the closing byte (done true).
+func (e *encoder) endOfElement(closing byte) (done bool, err error) {
+	e.ws()
+	if e.pos >= len(e.in) {
+		return false, e.errorf("truncated JSON")
+	}
+	switch e.in[e.pos] {
+	case ',':
+		e.pos++
+		return false, nil
+	case closing:
+		e.pos++
+		return true, nil
+	}
+	return false, e.errorf(fmt.Sprintf("expected ',' or %q", closing))
+}
+
 // object appends a BSON document for the object at e.pos.
 func (e *encoder) object(dst []byte, depth int) ([]byte, error) {
 	if depth > maxNesting {
@@ -235,18 +253,10 @@ func (e *encoder) object(dst []byte, depth int) ([]byte, error) {
 			return nil, err
 		}
 		dst[typeAt] = byte(t)
-		e.ws()
-		if e.pos >= len(e.in) {
-			return nil, e.errorf("truncated JSON")
-		}
-		switch e.in[e.pos] {
-		case ',':
-			e.pos++
-		case '}':
-			e.pos++
+		if done, err := e.endOfElement('}'); err != nil {
+			return nil, err
+		} else if done {
 			return finishDoc(dst, start), nil
-		default:
-			return nil, e.errorf("expected ',' or '}'")
 		}
 	}
 }
@@ -310,18 +320,10 @@ func (e *encoder) array(dst []byte, depth int) ([]byte, error) {
 			return nil, err
 		}
 		dst[typeAt] = byte(t)
-		e.ws()
-		if e.pos >= len(e.in) {
-			return nil, e.errorf("truncated JSON")
-		}
-		switch e.in[e.pos] {
-		case ',':
-			e.pos++
-		case ']':
-			e.pos++
+		if done, err := e.endOfElement(']'); err != nil {
+			return nil, err
+		} else if done {
 			return finishDoc(dst, start), nil
-		default:
-			return nil, e.errorf("expected ',' or ']'")
 		}
 	}
 }
