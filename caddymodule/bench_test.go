@@ -37,9 +37,10 @@ func newBenchRequest(cookie string) *http.Request {
 	if cookie != "" {
 		h["Cookie"] = []string{"theme=dark; " + cookie}
 	}
-	ctx := context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
-	return (&http.Request{Method: http.MethodGet, URL: benchURL, Header: h, Host: "example.com", RemoteAddr: "192.0.2.1:1234"}).WithContext(ctx)
+	r := &http.Request{Method: http.MethodGet, URL: benchURL, Header: h, Host: "example.com", RemoteAddr: "192.0.2.1:1234"}
+	// Caddy's own preparation: the replacer with its http.* provider, the
+	// vars map and the other request context values a handler finds.
+	return caddyhttp.PrepareRequest(r.WithContext(context.Background()), caddy.NewReplacer(), nil, nil)
 }
 
 // benchWriter is a ResponseWriter that keeps only its header map, which
