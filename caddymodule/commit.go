@@ -42,10 +42,10 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	return in
 }
 
-// commit applies the upstream's answer to the session and sets the
+// commit applies in, the upstream's answer, to the session and sets the
 // cookie. It runs when the final response header is written, before any
 // of it reaches the client. An error replaces the response.
-func (st *state) commit(hdr http.Header) error {
+func (st *state) commit(hdr http.Header, in protocol.Input) error {
 	if st.expireCookie {
 		st.setCookie(hdr, nil)
 	}
@@ -55,15 +55,15 @@ func (st *state) commit(hdr http.Header) error {
 	if st.sendCookie {
 		st.setCookie(hdr, st.rec)
 	}
-	if st.in.Empty() {
+	if in.Empty() {
 		st.touch(hdr)
 		st.markPrivate(hdr)
 		return nil
 	}
-	if err := st.h.checkInputLines(st.in); err != nil {
+	if err := st.h.checkInputLines(in); err != nil {
 		return st.badUpstream(err)
 	}
-	out, err := protocol.Evaluate(st.data(), st.in, st.h.maxValue())
+	out, err := protocol.Evaluate(st.data(), in, st.h.maxValue())
 	if err != nil {
 		return st.badUpstream(err)
 	}
@@ -137,7 +137,9 @@ func (st *state) touch(hdr http.Header) {
 	switch {
 	case err == nil:
 		h.metrics.write(writeTouch)
-		st.rec.Expires, st.rec.Updated = exp, st.now
+		rec := *st.rec // found records are read-only
+		rec.Expires, rec.Updated = exp, st.now
+		st.rec = &rec
 		if h.policy.refreshCookie() {
 			st.setCookie(hdr, st.rec)
 		}

@@ -24,7 +24,6 @@ type responseWriter struct {
 	repl        *caddy.Replacer
 	wroteHeader bool
 	failure     error
-	values      [2]string // the X-Session and X-Session-Meta request header values
 
 	// kept remembers the headers earlier handlers set (HSTS, CSP, ...):
 	// an error answer keeps them and drops only what the upstream added.
@@ -105,9 +104,9 @@ func (rw *responseWriter) WriteHeader(status int) {
 		return
 	}
 	rw.wroteHeader = true
-	rw.st.in = h.takeInput(hdr)
+	in := h.takeInput(hdr)
 	if !rw.st.passive {
-		if err := rw.st.commit(hdr); err != nil {
+		if err := rw.st.commit(hdr, in); err != nil {
 			rw.failure = rw.answerError(err)
 			return
 		}

@@ -31,13 +31,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		cookie.Take(r.Header, h.attrs.Name)
 		return h.finish(rw, next.ServeHTTP(rw, r))
 	}
-	token, outcome := cookie.TakeVerified(r.Header, h.attrs.Name, h.signer)
+	token, key, outcome := cookie.TakeVerified(r.Header, h.attrs.Name, h.signer)
 	st.hadCookie = outcome != cookie.OutcomeNone
 	if st.hadCookie && h.csrf != nil && h.csrf.Check(r) != nil {
 		return h.crossOrigin(w, r)
 	}
 	if outcome == cookie.OutcomeValid {
-		if err := h.load(r, st, token); err != nil {
+		if err := h.load(r, st, token, key); err != nil {
 			return rw.answerError(err)
 		}
 	}
@@ -47,11 +47,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
-	// The two header values live in rw: two allocations fewer per request
-	// (BenchmarkValidCookieUnchanged).
-	rw.values = [2]string{st.dataHeader(), st.meta()}
-	r.Header[h.hdr.data] = rw.values[0:1:1]
-	r.Header[h.hdr.meta] = rw.values[1:2:2]
+	data, meta := st.requestValues()
+	st.setOne(r.Header, h.hdr.data, valData, data)
+	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(st.placeholder)
 	st.setSubject(repl)
@@ -80,11 +78,10 @@ func (h *Handler) finish(rw *responseWriter, err error) error {
 	return err
 }
 
-// load reads the session of a verified token into st. Only a store
-// failure is an error: an unknown or expired session means a request
-// without a session.
-func (h *Handler) load(r *http.Request, st *state, token string) error {
-	key := cookie.Key(token)
+// load reads the session of a verified token, stored under key, into st.
+// Only a store failure is an error: an unknown or expired session means a
+// request without a session.
+func (h *Handler) load(r *http.Request, st *state, token, key string) error {
 	rec, err := h.store.Find(r.Context(), key, st.now)
 	switch {
 	case err == nil:

@@ -33,6 +33,7 @@ var ValueLen = tokenLen + 1 + sigLen
 // keep the old ones until the cookies they signed have expired.
 type Signer struct {
 	keys []*macPool
+	seen *seen
 }
 
 // macPool reuses keyed HMAC states: hmac.New allocates and hashes the key,
@@ -68,7 +69,7 @@ func NewSigner(secrets ...[]byte) (*Signer, error) {
 	if len(secrets) == 0 {
 		return nil, errors.New("no secret given")
 	}
-	s := &Signer{}
+	s := &Signer{seen: newSeen()}
 	for i, k := range secrets {
 		if len(k) < MinSecretLen {
 			return nil, fmt.Errorf("secret %d is %d bytes; at least %d are required", i+1, len(k), MinSecretLen)

@@ -53,7 +53,9 @@ func (o Outcome) String() string {
 //
 // A cookie of our name smuggled inside another cookie's pair with a comma
 // or a space (see Take) is removed but never verified.
-func TakeVerified(h http.Header, name string, s *Signer) (token string, outcome Outcome) {
+//
+// With the token it returns the token's store key, Key(token).
+func TakeVerified(h http.Header, name string, s *Signer) (token, key string, outcome Outcome) {
 	scan(h, name, func(value string, usable bool) {
 		if outcome == OutcomeNone {
 			outcome = OutcomeInvalid
@@ -61,16 +63,16 @@ func TakeVerified(h http.Header, name string, s *Signer) (token string, outcome 
 		if !usable || outcome == OutcomeAmbiguous {
 			return
 		}
-		tok, ok := s.Verify(name, value)
+		tok, k, ok := s.VerifyKey(name, value)
 		switch {
 		case !ok:
 		case outcome != OutcomeValid:
-			token, outcome = tok, OutcomeValid
+			token, key, outcome = tok, k, OutcomeValid
 		case tok != token:
-			token, outcome = "", OutcomeAmbiguous
+			token, key, outcome = "", "", OutcomeAmbiguous
 		}
 	})
-	return token, outcome
+	return token, key, outcome
 }
 
 // Take removes every cookie called name from the Cookie headers of h and
@@ -139,7 +141,7 @@ func scan(h http.Header, name string, found func(value string, usable bool)) {
 		return
 	}
 	if len(lines) == 0 {
-		h.Del("Cookie")
+		delete(h, "Cookie")
 	} else {
 		h["Cookie"] = lines
 	}

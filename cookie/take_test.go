@@ -128,17 +128,24 @@ func TestTakeVerified(t *testing.T) {
 		{"comma form next to the real one", []string{"x=1, session=" + good2 + "; session=" + good}, tok, OutcomeValid},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := http.Header{}
-			if c.in != nil {
-				h["Cookie"] = append([]string(nil), c.in...)
-			}
-			token, outcome := TakeVerified(h, "session", s)
-			if token != c.token || outcome != c.outcome {
-				t.Errorf("got %v (token %v), want %v (token %v)", outcome, token != "", c.outcome, c.token != "")
-			}
-			for _, l := range h["Cookie"] {
-				if strings.Contains(l, "session") {
-					t.Errorf("session cookie left upstream: %q", l)
+			// Twice: the second time, values that verified come from the
+			// Signer's cache, and must give the same answers.
+			for range 2 {
+				h := http.Header{}
+				if c.in != nil {
+					h["Cookie"] = append([]string(nil), c.in...)
+				}
+				token, key, outcome := TakeVerified(h, "session", s)
+				if token != c.token || outcome != c.outcome {
+					t.Errorf("got %v (token %v), want %v (token %v)", outcome, token != "", c.outcome, c.token != "")
+				}
+				if (token == "" && key != "") || (token != "" && key != Key(token)) {
+					t.Errorf("key %q is not the token's", key)
+				}
+				for _, l := range h["Cookie"] {
+					if strings.Contains(l, "session") {
+						t.Errorf("session cookie left upstream: %q", l)
+					}
 				}
 			}
 		})
@@ -197,7 +204,7 @@ func FuzzTakeVerified(f *testing.F) {
 	f.Add("x=1, session="+good, "session="+good)
 	f.Fuzz(func(t *testing.T, a, b string) {
 		h := http.Header{"Cookie": {a, b}}
-		token, outcome := TakeVerified(h, "session", s)
+		token, _, outcome := TakeVerified(h, "session", s)
 		if l := leftover(h, "session"); l != "" {
 			t.Fatalf("session cookie left in %q", l)
 		}
@@ -217,7 +224,7 @@ func BenchmarkTakeVerified(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h["Cookie"][0] = line
-		if _, o := TakeVerified(h, "session", s); o != OutcomeValid {
+		if _, _, o := TakeVerified(h, "session", s); o != OutcomeValid {
 			b.Fatal(o)
 		}
 	}

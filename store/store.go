@@ -70,8 +70,8 @@ type Record struct {
 	// encodes it (package internal/protocol: ASCII only, canonical
 	// numbers). It is the X-Session header value as it stands, so reads
 	// hand it out without re-encoding. Find returns the bytes Create or
-	// Update was given; a nil or empty Data reads back as {}. The bytes
-	// returned by Find are read-only.
+	// Update was given; a nil or empty Data reads back as {}. Records
+	// returned by Find, bytes included, are read-only.
 	Data json.RawMessage
 
 	// Subject is the value of the configured subject key path, as a
@@ -106,8 +106,11 @@ type Store interface {
 	// Find returns the session stored under key if it is live at now
 	// (Expires after now). For a key that was rotated (see Rotate) and
 	// whose tombstone has not expired it returns a *RotatedError.
-	// Otherwise it returns ErrNotFound. The returned record belongs to
-	// the caller; its Data bytes are read-only. A store never deletes
+	// Otherwise it returns ErrNotFound. The returned record is read-only
+	// and stays as it was returned: a store may hand the same *Record to
+	// every caller (the memory store does, to save a copy per request),
+	// and then never changes it, but replaces it. A caller that wants to
+	// change a record copies it first. A store never deletes
 	// records because of a caller's now: cleaning up expired records is
 	// its own background job (clocks may differ between instances).
 	Find(ctx context.Context, key string, now time.Time) (*Record, error)

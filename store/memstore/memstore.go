@@ -12,16 +12,16 @@
 // eviction, so the owner can log it; the store itself logs nothing and
 // never hands session data to anyone but Find's caller.
 //
-// # Sharing Data bytes
+// # Sharing records
 //
-// Find is on every request's path, so it returns the stored Data slice
-// itself instead of a copy. This is safe because the store never writes
-// into bytes once it holds them: Create and Update copy the caller's bytes
-// into a fresh array the store owns, and a later Update replaces the
-// slice instead of editing it. The slice's capacity is clipped to its
-// length, so an append by a reader reallocates. Callers must not write
-// into the returned bytes in place (store.Record says they are
-// read-only).
+// Find is on every request's path, so it returns the stored *store.Record
+// itself, not a copy (store.Store allows it: found records are
+// read-only). This is safe because the store never changes a record once
+// it holds it: Create copies the caller's record and bytes, and Update,
+// Touch and Rotate put a new record in the entry instead of editing the
+// old one, so a reader keeps a consistent snapshot while writers go on.
+// Data's capacity is clipped to its length, so an append by a reader
+// reallocates.
 //
 // # Locking
 //
@@ -78,9 +78,9 @@ type Options struct {
 // entry is one stored record and its place in the use list.
 type entry struct {
 	key string
-	// rec is never handed out, only copied. Its Data is owned by the
-	// store and never written into (see the package documentation).
-	rec store.Record
+	// rec is never changed once stored, only replaced, so Find can hand
+	// it out (see the package documentation).
+	rec *store.Record
 	// successor is set when the record is a tombstone (see Rotate): then
 	// rec holds only Expires (the tombstone's end) and no Subject.
 	successor string
@@ -194,10 +194,9 @@ func (s *Store) Len() int {
 	return len(s.entries)
 }
 
-// Find returns a copy of the live session under key, or a
-// *store.RotatedError for a tombstone. The copy's Data shares bytes with
-// the store: see the package documentation. ctx is unused because
-// nothing here blocks for long.
+// Find returns the live session under key, or a *store.RotatedError for a
+// tombstone. The record is shared and read-only: see the package
+// documentation. ctx is unused because nothing here blocks for long.
 func (s *Store) Find(_ context.Context, key string, now time.Time) (*store.Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,8 +208,7 @@ func (s *Store) Find(_ context.Context, key string, now time.Time) (*store.Recor
 		return nil, &store.RotatedError{Successor: e.successor}
 	}
 	s.use(e)
-	out := e.rec
-	return &out, nil
+	return e.rec, nil
 }
 
 // Create stores a copy of rec under key with Version 1. It returns
@@ -222,9 +220,9 @@ func (s *Store) Create(_ context.Context, key string, rec *store.Record) error {
 		return errors.New("memstore: Create with nil record")
 	}
 	// Copy outside the lock so a large record does not stall others.
-	e := &entry{key: key, rec: *rec}
-	e.rec.Data = copyData(rec.Data)
-	e.rec.Version = 1
+	own := *rec
+	own.Data, own.Version = copyData(rec.Data), 1
+	e := &entry{key: key, rec: &own}
 
 	s.mu.Lock()
 	if _, taken := s.entries[key]; taken {
@@ -272,12 +270,10 @@ func (s *Store) Update(_ context.Context, key string, rec *store.Record, now tim
 	if !ok || !e.live(now) || e.rec.Version != rec.Version {
 		return store.ErrConflict
 	}
-	s.setSubject(e, rec.Subject)
-	e.rec.Data = data
-	e.rec.MaxAge = rec.MaxAge
-	e.rec.Expires = rec.Expires
-	e.rec.Updated = now
-	e.rec.Version++
+	next := *e.rec
+	next.Data, next.Subject, next.MaxAge, next.Expires = data, rec.Subject, rec.MaxAge, rec.Expires
+	next.Updated, next.Version = now, next.Version+1
+	s.replace(e, &next)
 	s.use(e)
 	return nil
 }
@@ -291,12 +287,14 @@ func (s *Store) Touch(_ context.Context, key string, expires, now time.Time) err
 	if !ok || !e.live(now) {
 		return store.ErrNotFound
 	}
-	if expires.After(e.rec.Expires) {
-		e.rec.Expires = expires
+	next := *e.rec
+	if expires.After(next.Expires) {
+		next.Expires = expires
 	}
-	if now.After(e.rec.Updated) {
-		e.rec.Updated = now
+	if now.After(next.Updated) {
+		next.Updated = now
 	}
+	e.rec = &next
 	s.use(e)
 	return nil
 }
@@ -311,8 +309,7 @@ func (s *Store) Rotate(_ context.Context, key string, version int64, successor s
 	if !ok || !e.live(now) || e.rec.Version != version {
 		return store.ErrConflict
 	}
-	s.unindex(e)
-	e.rec = store.Record{Expires: until}
+	s.replace(e, &store.Record{Expires: until})
 	e.tombstone, e.successor = true, successor
 	return nil
 }
@@ -494,13 +491,15 @@ func (s *Store) unindex(e *entry) {
 	}
 }
 
-// setSubject moves e to subject's set. The caller holds s.mu.
-func (s *Store) setSubject(e *entry, subject string) {
-	if e.rec.Subject == subject {
+// replace puts rec in e in place of its record, and moves e to rec's
+// subject's set. The caller holds s.mu.
+func (s *Store) replace(e *entry, rec *store.Record) {
+	if e.rec.Subject == rec.Subject {
+		e.rec = rec
 		return
 	}
 	s.unindex(e)
-	e.rec.Subject = subject
+	e.rec = rec
 	s.index(e)
 }
 

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -119,26 +120,36 @@ func testDeleteIdempotent(t *testing.T, s store.Store) {
 	mustCreate(t, s, expired, newRecord(c, `{"e":5}`, c.at(time.Hour)))
 }
 
-// testFindReturnsCopy checks that changing a found record does not change
-// the store. The Data bytes are read-only, so only the slice is replaced.
-func testFindReturnsCopy(t *testing.T, s store.Store) {
+// testFoundRecordStaysAsFound checks that a record Find returned does not
+// change when the session is written afterwards (Update with a new
+// subject, Touch, Rotate): found records are read-only snapshots, which a
+// store may share between callers but never edits in place.
+func testFoundRecordStaysAsFound(t *testing.T, s store.Store) {
 	c := newClock()
 	key := newKey(t)
 	rec := newRecord(c, `{"count":1,"user":"ann"}`, c.at(time.Hour))
 	rec.Subject = "ann"
 	mustCreate(t, s, key, rec)
-
-	got := mustFind(t, s, key, c.at(0))
-	_ = append(got.Data, `,"intruder":1}`...) // may reuse spare capacity
-	got.Data = raw(`{"count":1000}`)
-	got.Subject = "mallory"
-	got.Created = c.at(-time.Hour)
-	got.Updated = c.at(-time.Hour)
-	got.Expires = c.at(100 * time.Hour)
-	got.MaxAge = time.Nanosecond
-	got.Version = 99
-
-	checkUnchanged(t, s, key, c.at(0), stored(rec))
+	up := newRecord(c, `{"count":2,"user":"bob"}`, c.at(2*time.Hour))
+	up.Version, up.Subject, up.MaxAge = 1, "bob", time.Minute
+	for _, w := range []struct {
+		name  string
+		write func(now time.Time) error
+	}{
+		{"Update", func(now time.Time) error { return s.Update(ctx(t), key, up, now) }},
+		{"Touch", func(now time.Time) error { return s.Touch(ctx(t), key, c.at(3*time.Hour), now) }},
+		{"Rotate", func(now time.Time) error { return s.Rotate(ctx(t), key, 2, "successor01", c.at(4*time.Hour), now) }},
+	} {
+		now := c.at(time.Second)
+		got := mustFind(t, s, key, now)
+		want := *got
+		want.Data = bytes.Clone(got.Data)
+		if err := w.write(now); err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		t.Logf("after %s", w.name)
+		checkRecord(t, got, &want)
+	}
 }
 
 // testCreateKeepsOwnCopy checks that a caller may reuse everything it

@@ -45,7 +45,7 @@ var coreTests = []test{
 	{"RotateOutlivesExpiry", testRotateOutlivesExpiry},
 	{"RotateConflict", testRotateConflict},
 	{"DeleteIdempotent", testDeleteIdempotent},
-	{"FindReturnsCopy", testFindReturnsCopy},
+	{"FoundRecordStaysAsFound", testFoundRecordStaysAsFound},
 	{"CreateKeepsOwnCopy", testCreateKeepsOwnCopy},
 	{"UpdateKeepsOwnCopy", testUpdateKeepsOwnCopy},
 	{"ConcurrentCASCounter", testConcurrentCASCounter},
