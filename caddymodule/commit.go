@@ -45,7 +45,25 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 // commit applies in, the upstream's answer, to the session and sets the
 // cookie. It runs when the final response header is written, before any
 // of it reaches the client. An error replaces the response.
+//
+// It runs deep in reverse_proxy's stack, so the common case (no change)
+// stays in small frames; apply holds the rest.
 func (st *state) commit(hdr http.Header, in protocol.Input) error {
+	st.sendPendingCookies(hdr)
+	if in.Empty() {
+		st.touch(hdr)
+		st.markPrivate(hdr)
+		return nil
+	}
+	err := st.apply(hdr, in)
+	st.markPrivate(hdr)
+	return err
+}
+
+// sendPendingCookies sends the cookies decided when the session was
+// loaded: an expired one for a session ended on load, the expiry of
+// adopted legacy cookies, and the cookie of an adopted session.
+func (st *state) sendPendingCookies(hdr http.Header) {
 	if st.expireCookie {
 		st.setCookie(hdr, nil)
 	}
@@ -55,11 +73,10 @@ func (st *state) commit(hdr http.Header, in protocol.Input) error {
 	if st.sendCookie {
 		st.setCookie(hdr, st.rec)
 	}
-	if in.Empty() {
-		st.touch(hdr)
-		st.markPrivate(hdr)
-		return nil
-	}
+}
+
+// apply carries out the changes the upstream asked for.
+func (st *state) apply(hdr http.Header, in protocol.Input) error {
 	if err := st.h.checkInputLines(in); err != nil {
 		return st.badUpstream(err)
 	}
@@ -69,7 +86,6 @@ func (st *state) commit(hdr http.Header, in protocol.Input) error {
 	}
 	if st.rotated {
 		st.h.logger.Info("session changes dropped: the request's session was regenerated or adopted by a concurrent request", zap.String("session", st.handle()))
-		st.markPrivate(hdr)
 		return nil
 	}
 	// Writes outlive a client that hangs up mid-response: a regenerate
@@ -77,16 +93,13 @@ func (st *state) commit(hdr http.Header, in protocol.Input) error {
 	ctx := context.WithoutCancel(st.req.Context())
 	switch {
 	case out.Destroy || out.RevokeAll: // revoke-all ends this session too
-		err = st.destroy(ctx, hdr, &out)
+		return st.destroy(ctx, hdr, &out)
 	case st.rec == nil:
-		err = st.create(ctx, hdr, &out)
+		return st.create(ctx, hdr, &out)
 	case out.Regenerate:
-		err = st.regenerate(ctx, hdr, &out)
-	default:
-		err = st.update(ctx, hdr, &out)
+		return st.regenerate(ctx, hdr, &out)
 	}
-	st.markPrivate(hdr)
-	return err
+	return st.update(ctx, hdr, &out)
 }
 
 // maxValue is the longest X-Session value that fits the header line cap.
@@ -125,14 +138,17 @@ func (st *state) end() { st.rec, st.key, st.token = nil, "", "" }
 // touch extends the idle expiry of an unchanged session, at most once
 // per touch interval, so unchanged requests cost no write.
 func (st *state) touch(hdr http.Header) {
-	h := st.h
 	if st.rec == nil || st.rotated {
 		return
 	}
-	exp, due := h.policy.touchDue(st.rec, st.now)
-	if !due {
-		return
+	if exp, due := st.h.policy.touchDue(st.rec, st.now); due {
+		st.extend(hdr, exp)
 	}
+}
+
+// extend moves the session's expiry to exp.
+func (st *state) extend(hdr http.Header, exp time.Time) {
+	h := st.h
 	err := h.store.Touch(context.WithoutCancel(st.req.Context()), st.key, exp, st.now)
 	switch {
 	case err == nil:

@@ -96,23 +96,32 @@ func (rw *responseWriter) WriteHeader(status int) {
 	if rw.wroteHeader {
 		return
 	}
-	h := rw.st.h
-	hdr := rw.Header()
 	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
-		h.stripSessionHeaders(hdr)
+		rw.st.h.stripSessionHeaders(rw.Header())
 		rw.ResponseWriterWrapper.WriteHeader(status)
 		return
 	}
 	rw.wroteHeader = true
-	in := h.takeInput(hdr)
-	if !rw.st.passive {
-		if err := rw.st.commit(hdr, in); err != nil {
-			rw.failure = rw.answerError(err)
-			return
-		}
-		rw.st.setSubject(rw.repl)
+	if err := rw.commit(); err != nil {
+		rw.failure = rw.answerError(err)
+		return
 	}
 	rw.ResponseWriterWrapper.WriteHeader(status)
+}
+
+// commit takes the upstream's protocol headers out of the response and,
+// on a request the matcher selected, commits them.
+func (rw *responseWriter) commit() error {
+	hdr := rw.Header()
+	in := rw.st.h.takeInput(hdr)
+	if rw.st.passive {
+		return nil
+	}
+	if err := rw.st.commit(hdr, in); err != nil {
+		return err
+	}
+	rw.st.setSubject(rw.repl)
+	return nil
 }
 
 // Write implements http.ResponseWriter.
