@@ -31,10 +31,25 @@ const (
 var errContention = fmt.Errorf("%w: the session kept changing under concurrent writes", store.ErrUnavailable)
 
 // takeInput moves the upstream's protocol headers out of hdr, and removes
-// protocol names from the trailers it announces.
+// protocol names from the trailers it announces. Like
+// stripSessionHeaders, it removes every name with the prefix; only the
+// protocol's names, as written, are read.
 func (h *Handler) takeInput(hdr http.Header) protocol.Input {
-	in := protocol.Input{Update: hdr[h.hdr.update], Patch: hdr[h.hdr.patch], Control: hdr[h.hdr.control]}
-	h.stripSessionHeaders(hdr)
+	var in protocol.Input
+	for name, vals := range hdr {
+		if !hasPrefixFold(name, h.hdr.prefix) {
+			continue
+		}
+		switch name {
+		case h.hdr.update:
+			in.Update = vals
+		case h.hdr.patch:
+			in.Patch = vals
+		case h.hdr.control:
+			in.Control = vals
+		}
+		delete(hdr, name)
+	}
 	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
 		hdr["Trailer"] = h.withoutPrefixTokens(vals)
 		h.warnTrailers()

@@ -15,7 +15,8 @@ import (
 // output size of SHA-256, so the key is never the weak point of the MAC.
 const MinSecretLen = 32
 
-var sigLen = base64.RawURLEncoding.EncodedLen(sha256.Size)
+// sigLen is the length of an encoded signature, like tokenLen.
+const sigLen = (sha256.Size*8 + 5) / 6
 
 // b64 decodes tokens and signatures strictly: the unused low bits of the
 // last character must be zero, so exactly one string spells each byte
@@ -26,7 +27,7 @@ var b64 = base64.RawURLEncoding.Strict()
 
 // ValueLen is the exact length of a well-formed cookie value. Anything
 // else is rejected before any hashing.
-var ValueLen = tokenLen + 1 + sigLen
+const ValueLen = tokenLen + 1 + sigLen
 
 // Signer signs cookie values with the first of its keys and accepts values
 // signed by any of them, so keys can be rotated: put the new key first and

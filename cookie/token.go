@@ -18,8 +18,10 @@ import (
 // TokenBytes is how many random bytes a token carries (256 bits).
 const TokenBytes = 32
 
-// tokenLen is the length of an encoded token: base64url without padding.
-var tokenLen = base64.RawURLEncoding.EncodedLen(TokenBytes)
+// tokenLen is the length of an encoded token: base64url without padding
+// (six bits a character, rounded up). TestEncodedLengths checks it against
+// the encoder.
+const tokenLen = (TokenBytes*8 + 5) / 6
 
 // NewToken returns a new session token: TokenBytes bytes from crypto/rand,
 // base64url-encoded without padding.
