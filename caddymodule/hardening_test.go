@@ -428,6 +428,9 @@ func TestHardeningStoreFailureKeepsEarlierHeaders(t *testing.T) {
 		{"header directive ordered before the session", "\theader Strict-Transport-Security " + hsts + "\n" + flaky},
 		{"header earlier in a route", "\troute {\n\t\theader Strict-Transport-Security " + hsts + "\n" +
 			strings.ReplaceAll(flaky, "\n\t", "\n\t\t") + "\n\t\treverse_proxy " + strings.TrimPrefix(up.URL, "http://") + "\n\t}\n"},
+		// More earlier headers than the response writer keeps in place.
+		{"many earlier headers", "\theader {\n\t\tStrict-Transport-Security " + hsts +
+			"\n\t\tX-Early-1 1\n\t\tX-Early-2 2\n\t\tX-Early-3 3\n\t\tX-Early-4 4\n\t}\n" + flaky},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Cleanup(func() { flakyMode.Store(0) })
@@ -450,6 +453,9 @@ func TestHardeningStoreFailureKeepsEarlierHeaders(t *testing.T) {
 				h := r.Header
 				if got := h.Values("Strict-Transport-Security"); !slices.Equal(got, []string{hsts}) {
 					t.Errorf("%s: Strict-Transport-Security %q, want exactly %q", step.name, got, hsts)
+				}
+				if strings.Contains(tc.body, "X-Early-4") && (h.Get("X-Early-1") != "1" || h.Get("X-Early-4") != "4") {
+					t.Errorf("%s: earlier headers lost: %v", step.name, h)
 				}
 				if h.Get("X-Upstream") != "" || strings.Contains(h.Get("Content-Type"), "json") {
 					t.Errorf("%s: the upstream's headers were kept: %v", step.name, h)

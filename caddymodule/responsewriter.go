@@ -25,9 +25,10 @@ type responseWriter struct {
 	wroteHeader bool
 	failure     error
 
-	// kept remembers the headers earlier handlers set (HSTS, CSP, ...):
-	// an error answer keeps them and drops only what the upstream added.
-	kept     [8]keptHeader
+	// kept remembers the headers earlier handlers set (Server, Alt-Svc,
+	// HSTS, ...): an error answer keeps them and drops only what the
+	// upstream added. More than four are cloned into keptMore.
+	kept     [4]keptHeader
 	nkept    int
 	keptMore http.Header // when there were more than len(kept)
 }

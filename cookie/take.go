@@ -119,30 +119,29 @@ func scan(h http.Header, name string, found func(value string, usable bool)) {
 	if name == "" || len(lines) == 0 {
 		return
 	}
-	changed := false
+	// Lines are changed in place, in the header's own slice; the map is
+	// written only when lines were removed.
+	n := len(lines)
 	for i := 0; i < len(lines); i++ {
 		line := lines[i]
 		if !strings.Contains(line, name) {
 			continue // fast path: no copy of the header unless needed
 		}
 		kept, hit := filterLine(line, name, found)
-		if !hit {
-			continue
-		}
-		changed = true
-		if kept == "" {
+		switch {
+		case !hit:
+		case kept == "":
 			lines = append(lines[:i], lines[i+1:]...)
 			i--
-			continue
+		default:
+			lines[i] = kept
 		}
-		lines[i] = kept
 	}
-	if !changed {
-		return
-	}
-	if len(lines) == 0 {
+	switch {
+	case len(lines) == n:
+	case len(lines) == 0:
 		delete(h, "Cookie")
-	} else {
+	default:
 		h["Cookie"] = lines
 	}
 }

@@ -514,3 +514,15 @@ func unquote(v string) string {
 	}
 	return v
 }
+
+// verdict ends the check of legacy cookies: value when exactly one
+// distinct value verified (found counts them), or why there is none.
+func verdict(value string, found int) (string, string) {
+	switch {
+	case found == 0:
+		return "", "bad signature"
+	case found > 1:
+		return "", "ambiguous: two legacy cookies verify"
+	}
+	return value, ""
+}

@@ -38,13 +38,7 @@ func (s *Source) expressSID(h http.Header) (sid, reason string) {
 			sid = id
 		}
 	}
-	switch {
-	case found == 0:
-		return "", "bad signature"
-	case found > 1:
-		return "", "ambiguous: two legacy cookies verify"
-	}
-	return sid, ""
+	return verdict(sid, found)
 }
 
 func (s *Source) expressVerify(v string) (sid string, ok bool) {

@@ -89,13 +89,7 @@ func (s *Source) koaValue(h http.Header) (value, reason string) {
 			break
 		}
 	}
-	switch {
-	case found == 0:
-		return "", "bad signature"
-	case found > 1:
-		return "", "ambiguous: two legacy cookies verify"
-	}
-	return value, ""
+	return verdict(value, found)
 }
 
 // adoptKoaStore adopts a koa-session whose cookie holds the external key

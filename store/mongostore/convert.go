@@ -213,18 +213,30 @@ func (e *encoder) endOfElement(closing byte) (done bool, err error) {
 	return false, e.errorf(fmt.Sprintf("expected ',' or %q", closing))
 }
 
-// object appends a BSON document for the object at e.pos.
-func (e *encoder) object(dst []byte, depth int) ([]byte, error) {
+// open starts the BSON document of the object or array at e.pos, which
+// ends with closing: it appends the length to be filled in by finishDoc,
+// and finishes an empty one at once (empty true). start is where the
+// document begins in dst.
+func (e *encoder) open(dst []byte, depth int, closing byte) (out []byte, start int, empty bool, err error) {
 	if depth > maxNesting {
-		return nil, e.errorf("data nested too deeply")
+		return nil, 0, false, e.errorf("data nested too deeply")
 	}
-	e.pos++ // '{'
-	start := len(dst)
+	e.pos++ // '{' or '['
+	start = len(dst)
 	dst = append(dst, 0, 0, 0, 0)
 	e.ws()
-	if e.pos < len(e.in) && e.in[e.pos] == '}' {
+	if e.pos < len(e.in) && e.in[e.pos] == closing {
 		e.pos++
-		return finishDoc(dst, start), nil
+		return finishDoc(dst, start), start, true, nil
+	}
+	return dst, start, false, nil
+}
+
+// object appends a BSON document for the object at e.pos.
+func (e *encoder) object(dst []byte, depth int) ([]byte, error) {
+	dst, start, empty, err := e.open(dst, depth, '}')
+	if err != nil || empty {
+		return dst, err
 	}
 	prevKey := -1 // offset in dst of the previous key
 	for {
@@ -296,16 +308,9 @@ func finishDoc(dst []byte, start int) []byte {
 
 // array appends a BSON array for the array at e.pos.
 func (e *encoder) array(dst []byte, depth int) ([]byte, error) {
-	if depth > maxNesting {
-		return nil, e.errorf("data nested too deeply")
-	}
-	e.pos++ // '['
-	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0)
-	e.ws()
-	if e.pos < len(e.in) && e.in[e.pos] == ']' {
-		e.pos++
-		return finishDoc(dst, start), nil
+	dst, start, empty, err := e.open(dst, depth, ']')
+	if err != nil || empty {
+		return dst, err
 	}
 	for i := 0; ; i++ {
 		typeAt := len(dst)
