@@ -268,7 +268,8 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if h.metrics, err = provisionMetrics(ctx); err != nil {
 		return fmt.Errorf("session metrics: %v", err)
 	}
-	// From here on every store call is timed, and the admin API sees the store.
+	// From here on every store call is timed (the memory store's are not:
+	// see storeDescription.inProcess), and the admin API sees the store.
 	h.store, h.unregisterStore = registerStore(st)
 	if si, ok := h.store.(store.SubjectIndex); ok {
 		h.index = si

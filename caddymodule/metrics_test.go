@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/store"
 	"github.com/sessiongate/caddy-session/store/memstore"
 )
@@ -28,21 +29,29 @@ func delta(before, after map[string]float64, name string) float64 {
 	return after[name] - before[name]
 }
 
-// TestMetricsWalk walks through each kind of request and checks that
-// Caddy's /metrics counts each one exactly once.
+// TestMetricsWalk walks through each kind of request, on a memory store
+// and on MongoDB, and checks that Caddy's /metrics counts each one exactly
+// once. Store calls are timed and counted on MongoDB; the memory store is
+// in-process, has no store series, and shows in caddy_session_active.
 func TestMetricsWalk(t *testing.T) {
+	uri, db := mongotest.Database(t)
+	t.Run("memory", func(t *testing.T) { metricsWalk(t, metricsSession("metricswalk"), "metricswalk", true) })
+	t.Run("mongodb", func(t *testing.T) { metricsWalk(t, mongoSessionBody(uri, db, "", ""), db+".sessions", false) })
+}
+
+func metricsWalk(t *testing.T, body, storeName string, inProcess bool) {
 	up := upstream(t)
 	options, admin := opsOptions(t)
-	g := startGateway(t, options, metricsSession("metricswalk"), up)
+	g := startGateway(t, options, body, up)
 	req := func(name string) string { return series("caddy_session_requests_total", "outcome", name) }
 	write := func(op string) string { return series("caddy_session_writes_total", "op", op) }
 	calls := func(op string) string {
-		return series("caddy_session_store_duration_seconds_count", "store", "metricswalk", "op", op)
+		return series("caddy_session_store_duration_seconds_count", "store", storeName, "op", op)
 	}
-	active := series("caddy_session_active", "store", "metricswalk")
+	active := series("caddy_session_active", "store", storeName)
 	before := scrape(t, admin)
-	if _, ok := before[active]; !ok {
-		t.Fatalf("no %s on /metrics", active)
+	if _, ok := before[active]; ok != inProcess {
+		t.Fatalf("%s on /metrics: %v, want %v", active, ok, inProcess)
 	}
 
 	g.get("/")                                                            // none
@@ -57,9 +66,8 @@ func TestMetricsWalk(t *testing.T) {
 	}
 	skew(t, 2*time.Minute)
 	g.get("/") // valid, touch (past the touch interval)
-	mid := scrape(t, admin)
-	if got := mid[active] - before[active]; got != 1 {
-		t.Errorf("active sessions went up by %v, want 1", got)
+	if mid := scrape(t, admin); inProcess && mid[active]-before[active] != 1 {
+		t.Errorf("active sessions went up by %v, want 1", mid[active]-before[active])
 	}
 	g.get("/?patch=" + url.QueryEscape(`{"a":1}`) + "&control=regenerate") // valid, regenerate
 	g.get("/?control=destroy")                                             // valid, destroy
@@ -82,15 +90,36 @@ func TestMetricsWalk(t *testing.T) {
 	g.get("/") // expired (past the lifetime)
 
 	after := scrape(t, admin)
-	for name, want := range map[string]float64{
+	want := map[string]float64{
 		req("none"): 5, req("valid"): 9, req("invalid"): 1, req("ambiguous"): 1, req("expired"): 1,
 		write("create"): 4, write("update"): 1, write("touch"): 1, write("regenerate"): 1, write("destroy"): 1,
 		write("revoke"): 0, write("adopt"): 0,
 		series("caddy_session_upstream_refused_total", "reason", "json"):    1,
 		series("caddy_session_upstream_refused_total", "reason", "control"): 1,
-		calls("find"): 10, calls("create"): 5, calls("update"): 1, calls("touch"): 1,
-		series("caddy_session_store_errors_total", "store", "metricswalk", "op", "find"): 0,
-	} {
+	}
+	if inProcess {
+		for name := range after {
+			if strings.HasPrefix(name, "caddy_session_store_") && strings.Contains(name, `store="`+storeName+`"`) {
+				t.Errorf("%s: the in-process store is instrumented", name)
+			}
+		}
+		checkDeltas(t, before, after, want)
+		return
+	}
+	want[calls("find")], want[calls("create")], want[calls("update")], want[calls("touch")] = 10, 5, 1, 1
+	want[series("caddy_session_store_errors_total", "store", storeName, "op", "find")] = 0
+	checkDeltas(t, before, after, want)
+	// A regenerate retires the old session with a rotate (a tombstone),
+	// and the destroy is a rotate too, or a delete: two calls either way.
+	if got := delta(before, after, calls("delete")) + delta(before, after, calls("rotate")); got != 2 {
+		t.Errorf("delete and rotate calls went up by %v, want 2", got)
+	}
+}
+
+// checkDeltas checks what a scrape added to each series of want.
+func checkDeltas(t *testing.T, before, after, want map[string]float64) {
+	t.Helper()
+	for name, want := range want {
 		if _, ok := after[name]; !ok {
 			t.Errorf("%s is not on /metrics", name)
 			continue
@@ -98,12 +127,6 @@ func TestMetricsWalk(t *testing.T) {
 		if got := delta(before, after, name); got != want {
 			t.Errorf("%s went up by %v, want %v", name, got, want)
 		}
-	}
-	// A regenerate retires the old session with a delete (store contract
-	// before compare-and-set) or a rotate (a tombstone): either way one
-	// call, and the destroy is one delete.
-	if got := delta(before, after, calls("delete")) + delta(before, after, calls("rotate")); got != 2 {
-		t.Errorf("delete and rotate calls went up by %v, want 2", got)
 	}
 }
 

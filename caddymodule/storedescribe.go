@@ -17,7 +17,7 @@ func (m *MemoryStore) describeStore() storeDescription {
 	if name == "" {
 		name = defaultMemoryStoreName
 	}
-	d := storeDescription{name: name, id: "memory:" + name, idx: m.SubjectIndex()}
+	d := storeDescription{name: name, id: "memory:" + name, idx: m.SubjectIndex(), inProcess: true}
 	if m.Store != nil {
 		d.size = m.Store.Len
 	}
