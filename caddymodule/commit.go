@@ -36,7 +36,11 @@ var errContention = fmt.Errorf("%w: the session kept changing under concurrent w
 // protocol's names, as written, are read.
 func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	var in protocol.Input
+	var trailer []string
 	for name, vals := range hdr {
+		if name == "Trailer" {
+			trailer = vals
+		}
 		if !hasPrefixFold(name, h.hdr.prefix) {
 			continue
 		}
@@ -50,8 +54,8 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 		}
 		delete(hdr, name)
 	}
-	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
-		hdr["Trailer"] = h.withoutPrefixTokens(vals)
+	if h.hasPrefixToken(trailer) {
+		hdr["Trailer"] = h.withoutPrefixTokens(trailer)
 		h.warnTrailers()
 	}
 	return in
@@ -153,12 +157,11 @@ func (st *state) end() { st.rec, st.key, st.token = nil, "", "" }
 // touch extends the idle expiry of an unchanged session, at most once
 // per touch interval, so unchanged requests cost no write.
 func (st *state) touch(hdr http.Header) {
-	if st.rec == nil || st.rotated {
+	if st.rec == nil || st.rotated || !st.touchDue {
 		return
 	}
-	if exp, due := st.h.policy.touchDue(st.rec, st.now); due {
-		st.extend(hdr, exp)
-	}
+	exp, _ := st.h.policy.touchDue(st.rec, st.now)
+	st.extend(hdr, exp)
 }
 
 // extend moves the session's expiry to exp.

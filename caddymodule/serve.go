@@ -97,6 +97,9 @@ func (h *Handler) load(r *http.Request, st *state, token, key string) error {
 		return nil
 	}
 	st.token, st.key, st.rec = token, key, rec
+	// Decided now, while the record is at hand (touch runs after the
+	// upstream answered).
+	_, st.touchDue = h.policy.touchDue(rec, st.now)
 	if len(rec.Data) > h.maxValue() {
 		return h.dropOversized(r, st)
 	}
@@ -137,9 +140,13 @@ func (h *Handler) crossOrigin(w http.ResponseWriter, r *http.Request) error {
 // channel: headers, declared trailers and Connection tokens (which would
 // make reverse_proxy drop the gateway's own headers as hop-by-hop).
 func (h *Handler) cleanRequest(r *http.Request) {
-	h.stripSessionHeaders(r.Header)
-	if vals := r.Header["Connection"]; h.hasPrefixToken(vals) {
-		r.Header["Connection"] = h.withoutPrefixTokens(vals)
+	for name, vals := range r.Header {
+		switch {
+		case hasPrefixFold(name, h.hdr.prefix):
+			delete(r.Header, name)
+		case name == "Connection" && h.hasPrefixToken(vals):
+			r.Header[name] = h.withoutPrefixTokens(vals)
+		}
 	}
 	if r.Trailer != nil {
 		h.stripSessionHeaders(r.Trailer)

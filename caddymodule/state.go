@@ -29,6 +29,7 @@ type state struct {
 	rotated      bool          // read-only: the session moved to a new token, or another request adopted it
 	expireCookie bool          // the stored session was ended on load
 	sendCookie   bool          // the session was created on load (adopted): set its cookie
+	touchDue     bool          // the loaded session is due a touch (policy.touchDue)
 	legacyExpire []string      // Set-Cookie values that expire legacy session cookies
 	token        string        // verified token; empty without a session
 	key          string        // store key of token
