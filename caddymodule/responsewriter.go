@@ -20,10 +20,10 @@ import (
 // both.
 type responseWriter struct {
 	caddyhttp.ResponseWriterWrapper
-	st          state
-	repl        *caddy.Replacer
 	wroteHeader bool
 	failure     error
+	st          state // its commit fields first: see state
+	repl        *caddy.Replacer
 
 	// kept remembers the headers earlier handlers set (Server, Alt-Svc,
 	// HSTS, ...): an error answer keeps them and drops only what the

@@ -156,11 +156,15 @@ func filterLine(line, name string, found func(string, bool)) (string, bool) {
 		if p == "" {
 			continue
 		}
+		if !strings.Contains(p, name) {
+			kept = append(kept, p) // most pairs: no closer look needed
+			continue
+		}
 		k, v, _ := strings.Cut(p, "=")
 		switch {
 		case strings.TrimSpace(k) == name:
 			found(strings.TrimSpace(v), true)
-		case strings.Contains(p, name) && smuggles(p, name):
+		case smuggles(p, name):
 			found("", false)
 		default:
 			kept = append(kept, p)
