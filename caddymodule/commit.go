@@ -134,7 +134,7 @@ func (h *Handler) checkInputLines(in protocol.Input) error {
 	}{{h.hdr.update, in.Update}, {h.hdr.patch, in.Patch}} {
 		for _, v := range line.vals {
 			if n := len(line.name) + len(": ") + len(v); n > h.maxLine {
-				return fmt.Errorf("%w: a %s line of %d bytes is over the %d-byte limit", protocol.ErrBadUpstream, line.name, n, h.maxLine)
+				return protocol.Bad(protocol.KindSize, "a %s line of %d bytes is over the %d-byte limit", line.name, n, h.maxLine)
 			}
 		}
 	}
@@ -428,14 +428,25 @@ func (st *state) checkRevoke(out *protocol.Outcome, subject string) error {
 	}
 	switch {
 	case st.h.subject == nil:
-		return st.badUpstream(fmt.Errorf("%w: revoke needs the subject option", protocol.ErrBadUpstream))
+		return st.badUpstream(revokeError("the subject option"))
 	case st.h.index == nil:
-		return st.badUpstream(fmt.Errorf("%w: revoke needs a store that indexes subjects", protocol.ErrBadUpstream))
+		return st.badUpstream(revokeError("a store that indexes subjects"))
 	case subject == "":
-		return st.badUpstream(fmt.Errorf("%w: revoke needs a session with a subject value", protocol.ErrBadUpstream))
+		return st.badUpstream(revokeError("a session with a subject value"))
 	}
 	return nil
 }
+
+// revokeError refuses revoke-others or revoke-all for want of what it
+// names. It wraps protocol.ErrBadUpstream.
+type revokeError string
+
+func (e revokeError) Error() string {
+	return protocol.ErrBadUpstream.Error() + ": revoke needs " + string(e)
+}
+
+// Unwrap makes errors.Is(err, protocol.ErrBadUpstream) true.
+func (e revokeError) Unwrap() error { return protocol.ErrBadUpstream }
 
 func (st *state) revokeOthers(ctx context.Context, out *protocol.Outcome) error {
 	if !out.RevokeOthers || st.rec == nil {

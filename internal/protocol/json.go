@@ -333,7 +333,7 @@ func CanonicalNumber(lit string) (string, error) {
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil { // only a range error is left: |lit| is past MaxFloat64
-		return "", badf("number out of range (%d bytes)", len(lit))
+		return "", Bad(KindJSON, "number out of range (%d bytes)", len(lit))
 	}
 	var buf [32]byte
 	c := AppendFloat(buf[:0], f)

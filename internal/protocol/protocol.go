@@ -75,11 +75,40 @@ const maxAgeLimit = 10 * 365 * 24 * time.Hour
 // answers them with 502 Bad Gateway and leaves the session untouched.
 var ErrBadUpstream = errors.New("bad session headers from upstream")
 
-func badf(format string, args ...any) error {
+// Kind says what was wrong with an upstream's session headers, for
+// metrics: the message says it for people.
+type Kind uint8
+
+// Kinds of BadInput.
+const (
+	// KindJSON: malformed JSON, not an object, too deep, a forbidden key,
+	// a number out of range, or two update or patch headers.
+	KindJSON Kind = iota
+	// KindSize: over the size limit.
+	KindSize
+	// KindControl: an unknown or malformed control directive.
+	KindControl
+)
+
+// BadInput is an error caused by what the upstream sent. It wraps
+// ErrBadUpstream.
+type BadInput struct {
+	Kind Kind
+	msg  string
+}
+
+func (e *BadInput) Error() string { return ErrBadUpstream.Error() + ": " + e.msg }
+
+// Unwrap makes errors.Is(err, ErrBadUpstream) true.
+func (e *BadInput) Unwrap() error { return ErrBadUpstream }
+
+// Bad returns a BadInput of kind with a formatted message. The message
+// names the kind of problem, sizes and positions, never data.
+func Bad(kind Kind, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	// A wrapped cause that is itself bad upstream input says so once.
 	msg = strings.ReplaceAll(msg, ErrBadUpstream.Error()+": ", "")
-	return fmt.Errorf("%w: %s", ErrBadUpstream, msg)
+	return &BadInput{Kind: kind, msg: msg}
 }
 
 // Input is what an upstream response said about the session: the values
@@ -143,7 +172,7 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 		return nil, false, fmt.Errorf("session data: %v", err)
 	}
 	if len(enc) > o.maxValue {
-		return nil, false, badf("session would be %d bytes encoded, over the %d byte limit", len(enc), o.maxValue)
+		return nil, false, Bad(KindSize, "session would be %d bytes encoded, over the %d byte limit", len(enc), o.maxValue)
 	}
 	return enc, !bytes.Equal(enc, base), nil
 }
@@ -168,7 +197,7 @@ func Evaluate(snapshot json.RawMessage, in Input, maxValue int) (Outcome, error)
 		return Outcome{}, err
 	}
 	if len(in.Update) > 1 || len(in.Patch) > 1 {
-		return Outcome{}, badf("more than one update or patch header")
+		return Outcome{}, Bad(KindJSON, "more than one update or patch header")
 	}
 	update, err := parseUpdate(in.Update, maxValue)
 	if err != nil {
@@ -220,7 +249,7 @@ func parseUpdate(lines []string, maxValue int) (map[string]any, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, badf("update is not a JSON object or null")
+		return nil, Bad(KindJSON, "update is not a JSON object or null")
 	}
 	return obj, nil
 }
@@ -236,7 +265,7 @@ func parsePatch(lines []string, maxValue int) (*patch, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, badf("patch is not a JSON object")
+		return nil, Bad(KindJSON, "patch is not a JSON object")
 	}
 	return fromMergePatch(obj), nil
 }
@@ -244,19 +273,19 @@ func parsePatch(lines []string, maxValue int) (*patch, error) {
 // parseValue decodes one update or patch header value and checks it.
 func parseValue(s string, maxValue int, what string) (any, error) {
 	if len(s) > maxValue {
-		return nil, badf("%s is %d bytes, over the %d byte limit", what, len(s), maxValue)
+		return nil, Bad(KindSize, "%s is %d bytes, over the %d byte limit", what, len(s), maxValue)
 	}
 	v, err := decode([]byte(s))
 	if err != nil {
-		return nil, badf("%s: %v", what, err)
+		return nil, Bad(KindJSON, "%s: %v", what, err)
 	}
 	v, err = check(v, 0)
 	if err != nil {
-		return nil, badf("%s: %v", what, err)
+		return nil, Bad(KindJSON, "%s: %v", what, err)
 	}
 	if obj, ok := v.(map[string]any); ok {
 		if _, ok := obj[""]; ok {
-			return nil, badf("%s: empty top-level key", what)
+			return nil, Bad(KindJSON, "%s: empty top-level key", what)
 		}
 	}
 	return v, nil
@@ -288,17 +317,17 @@ func directive(item string, n int, out *Outcome) error {
 	name = strings.ToLower(strings.TrimSpace(name))
 	if flag := out.flag(name); flag != nil {
 		if hasArg {
-			return badf("control directive %s takes no value", name)
+			return Bad(KindControl, "control directive %s takes no value", name)
 		}
 		*flag = true
 		return nil
 	}
 	if name != "max-age" {
-		return badf("unknown control directive (item %d, %d bytes)", n, len(item))
+		return Bad(KindControl, "unknown control directive (item %d, %d bytes)", n, len(item))
 	}
 	secs, err := strconv.ParseInt(strings.TrimSpace(arg), 10, 64)
 	if !hasArg || err != nil || secs < 0 || secs > int64(maxAgeLimit/time.Second) {
-		return badf("max-age needs a whole number of seconds between 0 and ten years")
+		return Bad(KindControl, "max-age needs a whole number of seconds between 0 and ten years")
 	}
 	if secs == 0 { // as with cookies: max-age=0 ends the session
 		out.Destroy = true
