@@ -307,6 +307,10 @@ func checkUnmatched(t *testing.T, body string) {
 		if r.Status != 200 || r.Header.Get("Set-Cookie") != "" {
 			t.Fatalf("status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))
 		}
+		// Not the session's response: caches may share it.
+		if v, cc := r.Header.Values("Vary"), r.Header.Get("Cache-Control"); len(v) != 0 || cc != "" {
+			t.Errorf("Vary %q, Cache-Control %q on an unmatched path", v, cc)
+		}
 	})
 	if r := g.get("/app/"); r.RawSession != `{"user":"alice"}` {
 		t.Fatalf("session changed by an unmatched request: %s", r.RawSession)
