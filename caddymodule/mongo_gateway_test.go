@@ -548,7 +548,7 @@ func TestMongoGatewayRoundTrips(t *testing.T) {
 	testCommandMonitor = counter.monitor()
 	// A timeout of its own makes Provision create the client (with the
 	// monitor) rather than reuse a pooled one.
-	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "\t\t\ttimeout 4321ms\n", ""), up)
+	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "\t\t\ttimeout 4321ms\n", "\t\tsubject user\n"), up)
 	testCommandMonitor = nil
 
 	key := mongoClientKey(uri, 4321*time.Millisecond)
@@ -603,5 +603,7 @@ func TestMongoGatewayRoundTrips(t *testing.T) {
 	step("tampered signature", withCookie(good[:sig]+string(swap)+good[sig+1:]))
 	step("token without signature", withCookie(good[:sig-1]))
 	step("no cookie again", func() reply { return g.visitor().get("/") })
+	step("log in (a subject)", get("/?patch="+url.QueryEscape(`{"user":"ann"}`)), "find", "update")
+	step("revoke-others: one delete by subject", get("/?control=revoke-others"), "find", "delete")
 	step("destroy (a compare-and-set retirement)", get("/?control=destroy"), "find", "update")
 }
