@@ -25,13 +25,11 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/sessiongate/caddy-session/cookie"
 	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/store"
-	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
 // onlyHandler is the one session handler of the running config.
@@ -695,26 +693,13 @@ var rotateFails atomic.Int32
 // says so, the step of a regenerate after the new session was created.
 // It is http.session.stores.rotfail.
 type rotFailStore struct {
-	*memstore.Store
+	testMemStore
 }
 
 func init() { caddy.RegisterModule(new(rotFailStore)) }
 
 func (*rotFailStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.session.stores.rotfail", New: func() caddy.Module { return new(rotFailStore) }}
-}
-
-func (f *rotFailStore) Provision(caddy.Context) error {
-	f.Store = memstore.New()
-	return nil
-}
-
-func (f *rotFailStore) Cleanup() error { return f.Store.Close() }
-
-// UnmarshalCaddyfile accepts `store rotfail`.
-func (*rotFailStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	return nil
 }
 
 func (f *rotFailStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {

@@ -26,10 +26,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/sessiongate/caddy-session/store"
-	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
 // isProtocolName reports whether a header name is one of the protocol's,
@@ -341,26 +339,13 @@ func takeFlakyOps() []string {
 // with store.ErrUnavailable when flakyMode says so: the gateway's store
 // failure path through Caddy. It is http.session.stores.flaky.
 type flakyStore struct {
-	*memstore.Store
+	testMemStore
 }
 
 func init() { caddy.RegisterModule(new(flakyStore)) }
 
 func (*flakyStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.session.stores.flaky", New: func() caddy.Module { return new(flakyStore) }}
-}
-
-func (f *flakyStore) Provision(caddy.Context) error {
-	f.Store = memstore.New()
-	return nil
-}
-
-func (f *flakyStore) Cleanup() error { return f.Store.Close() }
-
-// UnmarshalCaddyfile accepts `store flaky`.
-func (*flakyStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	return nil
 }
 
 // call records op and fails it when flakyMode says so.

@@ -333,7 +333,7 @@ func skew(t testing.TB, d time.Duration) {
 // tests can assert that bad cookies cost no store round trip. It is a
 // Caddy module like any store: http.session.stores.counting.
 type countingStore struct {
-	*memstore.Store
+	testMemStore
 }
 
 var storeCalls atomic.Int64
@@ -344,15 +344,23 @@ func (*countingStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.session.stores.counting", New: func() caddy.Module { return new(countingStore) }}
 }
 
-func (c *countingStore) Provision(caddy.Context) error {
-	c.Store = memstore.New()
+// testMemStore is the base of the test store modules (counting, flaky,
+// rotfail): a real memory store of its own, provisioned and cleaned up
+// like the memory store module, configured with just `store <name>`.
+// Each module overrides the calls it watches or fails.
+type testMemStore struct {
+	*memstore.Store
+}
+
+func (b *testMemStore) Provision(caddy.Context) error {
+	b.Store = memstore.New()
 	return nil
 }
 
-func (c *countingStore) Cleanup() error { return c.Store.Close() }
+func (b *testMemStore) Cleanup() error { return b.Store.Close() }
 
-// UnmarshalCaddyfile accepts `store counting`.
-func (*countingStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+// UnmarshalCaddyfile accepts `store <name>` and nothing more.
+func (*testMemStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
 	return nil
 }
