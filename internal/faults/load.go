@@ -69,7 +69,12 @@ type client struct {
 	stale     int      // reads that saw a counter below acked
 	deficit   int64    // the most acknowledged writes a read found missing
 	lostSess  int      // reads that found the session gone while acked > 0
-	events    []Event
+	// destroyUnknown: a logout went unanswered since the last
+	// acknowledged write. Like any write that timed out it may still have
+	// been applied, so the session may be gone by the client's own
+	// request; that is not a lost session.
+	destroyUnknown bool
+	events         []Event
 }
 
 // Result is what a load run saw.
@@ -163,9 +168,12 @@ func (c *client) read(ctx context.Context) {
 	if !ok {
 		return
 	}
-	if c.acked > 0 && s.New {
+	switch {
+	case c.acked > 0 && s.New && c.destroyUnknown:
+		c.acked, c.unknown, c.destroyUnknown = 0, 0, false // the logout was applied
+	case c.acked > 0 && s.New:
 		c.lostSess++
-	} else if s.N < c.acked {
+	case s.N < c.acked:
 		c.stale++
 		c.deficit = max(c.deficit, c.acked-s.N)
 	}
@@ -180,6 +188,7 @@ func (c *client) write(ctx context.Context, hold time.Duration) {
 	if ev.OK() {
 		c.acked++
 		c.unknown = 0
+		c.destroyUnknown = false // a logout that lands later fails its compare-and-set
 		return
 	}
 	c.unknown++
@@ -192,12 +201,13 @@ func (c *client) destroy(ctx context.Context) bool {
 	cookie := c.cookie()
 	ev, _ := c.do("destroy", "?control=destroy")
 	if !ev.OK() {
+		c.destroyUnknown = true
 		return false
 	}
 	if cookie != "" {
 		c.destroyed = append(c.destroyed, cookie)
 	}
-	c.acked, c.unknown = 0, 0
+	c.acked, c.unknown, c.destroyUnknown = 0, 0, false
 	return true
 }
 
@@ -252,8 +262,11 @@ func (c *client) verify(deadline time.Time) Check {
 		return ck
 	}
 	ck.Stored = s.N
-	if s.N < c.acked {
-		ck.Lost = c.acked - s.N
+	if s.New && c.destroyUnknown {
+		ck.Acked = 0 // the unanswered logout was applied
+	}
+	if s.N < ck.Acked {
+		ck.Lost = ck.Acked - s.N
 	}
 	ck.MaxLost = max(ck.Lost, c.deficit)
 	max := c.acked
