@@ -36,11 +36,7 @@ var errContention = fmt.Errorf("%w: the session kept changing under concurrent w
 // protocol's names, as written, are read.
 func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	var in protocol.Input
-	var trailer []string
 	for name, vals := range hdr {
-		if name == "Trailer" {
-			trailer = vals
-		}
 		if !hasPrefixFold(name, h.hdr.prefix) {
 			continue
 		}
@@ -54,8 +50,8 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 		}
 		delete(hdr, name)
 	}
-	if h.hasPrefixToken(trailer) {
-		hdr["Trailer"] = h.withoutPrefixTokens(trailer)
+	if vals := hdr["Trailer"]; h.hasPrefixToken(vals) {
+		hdr["Trailer"] = h.withoutPrefixTokens(vals)
 		h.warnTrailers()
 	}
 	return in
@@ -428,25 +424,14 @@ func (st *state) checkRevoke(out *protocol.Outcome, subject string) error {
 	}
 	switch {
 	case st.h.subject == nil:
-		return st.badUpstream(revokeError("the subject option"))
+		return st.badUpstream(protocol.Bad(protocol.KindRevoke, "revoke needs the subject option"))
 	case st.h.index == nil:
-		return st.badUpstream(revokeError("a store that indexes subjects"))
+		return st.badUpstream(protocol.Bad(protocol.KindRevoke, "revoke needs a store that indexes subjects"))
 	case subject == "":
-		return st.badUpstream(revokeError("a session with a subject value"))
+		return st.badUpstream(protocol.Bad(protocol.KindRevoke, "revoke needs a session with a subject value"))
 	}
 	return nil
 }
-
-// revokeError refuses revoke-others or revoke-all for want of what it
-// names. It wraps protocol.ErrBadUpstream.
-type revokeError string
-
-func (e revokeError) Error() string {
-	return protocol.ErrBadUpstream.Error() + ": revoke needs " + string(e)
-}
-
-// Unwrap makes errors.Is(err, protocol.ErrBadUpstream) true.
-func (e revokeError) Unwrap() error { return protocol.ErrBadUpstream }
 
 func (st *state) revokeOthers(ctx context.Context, out *protocol.Outcome) error {
 	if !out.RevokeOthers || st.rec == nil {

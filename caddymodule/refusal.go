@@ -9,10 +9,6 @@ import (
 // refusalOf classifies a refused upstream answer for
 // caddy_session_upstream_refused_total{reason}.
 func refusalOf(err error) refusal {
-	var re revokeError
-	if errors.As(err, &re) {
-		return refusedSubject
-	}
 	var bad *protocol.BadInput
 	if !errors.As(err, &bad) {
 		return refusedOther
@@ -22,6 +18,8 @@ func refusalOf(err error) refusal {
 		return refusedSize
 	case protocol.KindControl:
 		return refusedControl
+	case protocol.KindRevoke:
+		return refusedSubject
 	}
 	return refusedJSON
 }

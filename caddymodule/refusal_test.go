@@ -40,7 +40,7 @@ func TestRefusalOf(t *testing.T) {
 		{"line over the cap", h.checkInputLines(protocol.Input{Patch: []string{strings.Repeat("x", 100)}}), refusedSize},
 		{"unknown control", evaluate(protocol.Input{Control: []string{"bogus"}}, 1000), refusedControl},
 		{"bad max-age", evaluate(protocol.Input{Control: []string{"max-age=-1"}}, 1000), refusedControl},
-		{"revoke without a subject", revokeError("the subject option"), refusedSubject},
+		{"revoke without a subject", protocol.Bad(protocol.KindRevoke, "revoke needs the subject option"), refusedSubject},
 		{"something else", errors.New("other"), refusedOther},
 	} {
 		t.Run(c.name, func(t *testing.T) {

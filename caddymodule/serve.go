@@ -140,13 +140,9 @@ func (h *Handler) crossOrigin(w http.ResponseWriter, r *http.Request) error {
 // channel: headers, declared trailers and Connection tokens (which would
 // make reverse_proxy drop the gateway's own headers as hop-by-hop).
 func (h *Handler) cleanRequest(r *http.Request) {
-	for name, vals := range r.Header {
-		switch {
-		case hasPrefixFold(name, h.hdr.prefix):
-			delete(r.Header, name)
-		case name == "Connection" && h.hasPrefixToken(vals):
-			r.Header[name] = h.withoutPrefixTokens(vals)
-		}
+	h.stripSessionHeaders(r.Header)
+	if vals := r.Header["Connection"]; h.hasPrefixToken(vals) {
+		r.Header["Connection"] = h.withoutPrefixTokens(vals)
 	}
 	if r.Trailer != nil {
 		h.stripSessionHeaders(r.Trailer)

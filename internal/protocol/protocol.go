@@ -88,6 +88,10 @@ const (
 	KindSize
 	// KindControl: an unknown or malformed control directive.
 	KindControl
+	// KindRevoke: revoke-others or revoke-all where the gateway has no
+	// subject to revoke by (no subject option, no subject index, or no
+	// subject value in the session).
+	KindRevoke
 )
 
 // BadInput is an error caused by what the upstream sent. It wraps
