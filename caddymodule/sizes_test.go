@@ -81,37 +81,33 @@ func TestSizeDefaultCapIsTheWholeLine(t *testing.T) {
 
 func TestSizeCapHoldsUnderConcurrency(t *testing.T) {
 	maxValue := protocol.DefaultMaxLine - len("X-Session: ")
-	for _, st := range raceStores {
-		t.Run(st.name, func(t *testing.T) {
-			up := upstream(t)
-			g := startGateway(t, globalOptions(t), st.body(t), up)
-			g.get("/?" + patchQuery(`{"base":1}`))
-			meet := uniqueName(t)
-			var mu sync.Mutex
-			var statuses []int
-			var wg sync.WaitGroup
-			for _, key := range []string{"a", "b"} {
-				wg.Go(func() {
-					req, _ := http.NewRequest(http.MethodGet, g.base+"/?block="+meet+"&"+patchQuery(stringPatch(key, 5000)), nil)
-					r := g.do(req)
-					mu.Lock()
-					statuses = append(statuses, r.Status)
-					mu.Unlock()
-				})
-			}
-			wg.Wait()
-			slices.Sort(statuses)
-			if statuses[0] != 200 || (statuses[1] != http.StatusBadGateway && statuses[1] != http.StatusServiceUnavailable) {
-				t.Fatalf("statuses %v, want one 200 and one 502 or 503", statuses)
-			}
-			r := g.get("/")
-			_, hasA := r.Session["a"]
-			_, hasB := r.Session["b"]
-			if len(r.RawSession) > maxValue || hasA == hasB || r.Session["base"] != float64(1) {
-				t.Fatalf("stored session of %d bytes (cap %d), a %v, b %v", len(r.RawSession), maxValue, hasA, hasB)
-			}
-		})
-	}
+	onEachStore(t, func(t *testing.T, g *gateway) {
+		g.get("/?" + patchQuery(`{"base":1}`))
+		meet := uniqueName(t)
+		var mu sync.Mutex
+		var statuses []int
+		var wg sync.WaitGroup
+		for _, key := range []string{"a", "b"} {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, g.base+"/?block="+meet+"&"+patchQuery(stringPatch(key, 5000)), nil)
+				r := g.do(req)
+				mu.Lock()
+				statuses = append(statuses, r.Status)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		slices.Sort(statuses)
+		if statuses[0] != 200 || (statuses[1] != http.StatusBadGateway && statuses[1] != http.StatusServiceUnavailable) {
+			t.Fatalf("statuses %v, want one 200 and one 502 or 503", statuses)
+		}
+		r := g.get("/")
+		_, hasA := r.Session["a"]
+		_, hasB := r.Session["b"]
+		if len(r.RawSession) > maxValue || hasA == hasB || r.Session["base"] != float64(1) {
+			t.Fatalf("stored session of %d bytes (cap %d), a %v, b %v", len(r.RawSession), maxValue, hasA, hasB)
+		}
+	})
 }
 
 // TestSizeNumbersAgreeAcrossStores sends the same numbers through both
@@ -135,25 +131,21 @@ func TestSizeNumbersAgreeAcrossStores(t *testing.T) {
 			`{"n":[9223372036854775807,-9223372036854775808,-9223372036854775809,2147483648,0,100]}`},
 	}
 	got := map[string][]string{}
-	for _, st := range raceStores {
-		t.Run(st.name, func(t *testing.T) {
-			up := upstream(t)
-			g := startGateway(t, globalOptions(t), st.body(t), up)
-			waitMongoReady(t)
-			for _, tc := range cases {
-				v := g.visitor()
-				r := v.get("/?" + patchQuery(tc.patch))
-				back := ""
-				if r.Status == 200 {
-					back = v.get("/").RawSession
-				}
-				if r.Status != tc.status || back != tc.want {
-					t.Errorf("%s: status %d, read back %s; want %d, %s", tc.name, r.Status, back, tc.status, tc.want)
-				}
-				got[tc.name] = append(got[tc.name], fmt.Sprintf("%d %s", r.Status, back))
+	onEachStore(t, func(t *testing.T, g *gateway) {
+		waitMongoReady(t)
+		for _, tc := range cases {
+			v := g.visitor()
+			r := v.get("/?" + patchQuery(tc.patch))
+			back := ""
+			if r.Status == 200 {
+				back = v.get("/").RawSession
 			}
-		})
-	}
+			if r.Status != tc.status || back != tc.want {
+				t.Errorf("%s: status %d, read back %s; want %d, %s", tc.name, r.Status, back, tc.status, tc.want)
+			}
+			got[tc.name] = append(got[tc.name], fmt.Sprintf("%d %s", r.Status, back))
+		}
+	})
 	for name, answers := range got {
 		if len(answers) == 2 && answers[0] != answers[1] {
 			t.Errorf("%s: the stores disagree: memory %s, MongoDB %s", name, answers[0], answers[1])
