@@ -22,7 +22,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/sessiongate/caddy-session/internal/protocol"
 )
 
 // ErrNotFound is returned by Find and Touch when no live session has the
@@ -74,9 +80,9 @@ type Record struct {
 	// returned by Find, bytes included, are read-only.
 	Data json.RawMessage
 
-	// Subject is the value of the configured subject key path, as a
-	// string, or "" when the session has none. Stores that implement
-	// SubjectIndex look sessions up by it.
+	// Subject is the value of the configured subject key path, as
+	// CanonicalSubject spells it, or "" when the session has none. Stores
+	// that implement SubjectIndex look sessions up by it.
 	Subject string
 
 	// Created is when the session was first written. It never changes and
@@ -186,4 +192,77 @@ type SubjectIndex interface {
 	// (cookie.Handle); anything else deletes nothing. The lookup is
 	// index-backed where the store has indexes.
 	DeleteByHandle(ctx context.Context, handle string) (int, error)
+}
+
+// MaxSubjectLen is the longest subject, in bytes of its canonical
+// spelling (CanonicalSubject), that a session may carry. The gateway
+// refuses a write whose subject is longer (502), and the admin API
+// accepts exactly the subjects a session can have, so every stored
+// subject can be listed and revoked.
+const MaxSubjectLen = 1024
+
+// ErrBadSubject is returned (wrapped) by CanonicalSubject for a value
+// that cannot be a subject. The gateway refuses such a write with 502.
+var ErrBadSubject = errors.New("value cannot be a session subject")
+
+// subjectTag starts the spelling of every subject that is not a JSON
+// string. No string subject contains it, so no two JSON values share a
+// subject.
+const subjectTag = "\x00"
+
+// CanonicalSubject returns the one spelling of a subject: the value v
+// found at the configured subject path, as package internal/protocol
+// decodes JSON (string, json.Number, bool, nil, map[string]any or []any).
+// Every part of the gateway that names sessions by subject goes through
+// it: Record.Subject, the subject index of both stores, the revoke-others
+// and revoke-all directives, the admin API and the command line, and
+// anything keyed on the user (an identity provider's session index, a
+// per-user limit, a keyed hash of the subject).
+//
+//   - A string is its own spelling, so subjects stored before this rule
+//     keep matching: "42" is "42".
+//   - A number or a boolean is NUL followed by its canonical JSON text:
+//     42 (or 42.0 or 4.2e1) is "\x0042" and true is "\x00true". No string
+//     subject starts with NUL, so 42 and "42", true and "true" are two
+//     different users.
+//   - null, or no value (nil), is no subject: "" and no error.
+//   - An object, an array, a string holding NUL and a spelling longer
+//     than MaxSubjectLen bytes are errors wrapping ErrBadSubject: such a
+//     session could not be looked up, listed or revoked.
+//
+// An empty string is no subject either, as it always was.
+func CanonicalSubject(v any) (string, error) {
+	var s string
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		if strings.IndexByte(v, 0) >= 0 {
+			return "", fmt.Errorf("%w: a string holding NUL", ErrBadSubject)
+		}
+		s = v
+	case bool:
+		s = subjectTag + strconv.FormatBool(v)
+	case json.Number:
+		c, err := protocol.CanonicalNumber(string(v))
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
+		}
+		s = subjectTag + c
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return "", fmt.Errorf("%w: not a JSON number", ErrBadSubject)
+		}
+		s = subjectTag + string(protocol.AppendFloat(nil, v))
+	case int:
+		s = subjectTag + strconv.Itoa(v)
+	case int64:
+		s = subjectTag + strconv.FormatInt(v, 10)
+	default:
+		return "", fmt.Errorf("%w: a JSON object or array (%T)", ErrBadSubject, v)
+	}
+	if len(s) > MaxSubjectLen {
+		return "", fmt.Errorf("%w: %d bytes, over the %d byte limit", ErrBadSubject, len(s), MaxSubjectLen)
+	}
+	return s, nil
 }
