@@ -1,0 +1,3 @@
+module github.com/sessiongate/caddy-session/verify
+
+go 1.25
