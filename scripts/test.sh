@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 
 go test -race -count=1 -timeout 40m ./...
+go -C verify vet ./... && go -C verify test -race -count=1 ./... # verify/ is a nested module
 
 # A count rather than a duration: a duration can end the run while a
 # worker is mid-input, which go test reports as "context deadline exceeded".
@@ -21,6 +22,7 @@ fuzz FuzzEvaluate ./internal/protocol 100000x
 fuzz FuzzAppendString ./internal/protocol 50000x
 fuzz FuzzCanonicalNumber ./internal/protocol 50000x
 fuzz FuzzTakeVerified ./cookie 50000x
+go -C verify test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${FUZZTIME:-50000x}" .
 
 # A CI-sized soak (per store) with the Caddy the examples' tests built;
 # scripts/soak.sh 5 is the full run (docs/reliability.md).
