@@ -20,6 +20,14 @@ type patch struct {
 	// still leaves its own object there. Without it (a patch header), the
 	// members are merged into {} as RFC 7396 says.
 	whole map[string]any
+	// prune, for a projected object an update dropped, removes the object
+	// when the change leaves it empty, and leaves a target that is not an
+	// object alone: the change only removes what the upstream was shown.
+	prune bool
+	// strict, under a restricted write set, marks an object the upstream
+	// may write into but not replace: a target that is present and not an
+	// object refuses the change (see blocked).
+	strict bool
 }
 
 // remove marks a key to delete.
@@ -104,7 +112,13 @@ func (p *patch) applyTo(target map[string]any) map[string]any {
 		case remove:
 			delete(target, k)
 		case *patch:
-			target[k] = v.applyToValue(target[k])
+			cur, had := target[k]
+			switch nv := v.applyToValue(cur); {
+			case v.prune && isEmptyObject(nv):
+				delete(target, k)
+			case had || !v.prune:
+				target[k] = nv
+			}
 		default:
 			target[k] = v
 		}
@@ -113,15 +127,25 @@ func (p *patch) applyTo(target map[string]any) map[string]any {
 }
 
 // applyToValue applies p to the value under a key: merged into it when
-// it is an object, else p's whole object, else merged into {}.
+// it is an object, else left alone by a prune patch, else p's whole
+// object, else merged into {}.
 func (p *patch) applyToValue(v any) any {
 	if obj, ok := v.(map[string]any); ok {
 		return p.applyTo(obj)
+	}
+	if p.prune {
+		return v
 	}
 	if p.whole != nil {
 		return p.whole
 	}
 	return p.applyTo(map[string]any{})
+}
+
+// isEmptyObject reports whether v is {}.
+func isEmptyObject(v any) bool {
+	m, ok := v.(map[string]any)
+	return ok && len(m) == 0
 }
 
 // deepCopy copies the maps and slices of a decoded value.

@@ -35,6 +35,8 @@
 //
 // Error messages never contain session data: they name the kind of problem and
 // a key's depth or length, never a key or a value, because the gateway logs them.
+// The one exception is a refusal under a Scope (scope.go): it names the
+// refused path (keys quoted and cut at 64 bytes) or directive, never a value.
 //
 // Everything here is pure: no I/O, no clock. The caddymodule package does the
 // HTTP and store work around it.
@@ -92,13 +94,19 @@ const (
 	// subject to revoke by (no subject option, no subject index, or no
 	// subject value in the session).
 	KindRevoke
+	// KindForbidden: a change or directive outside the handler's write or
+	// control options (see Scope); BadInput.Refused names it.
+	KindForbidden
 )
 
 // BadInput is an error caused by what the upstream sent. It wraps
 // ErrBadUpstream.
 type BadInput struct {
 	Kind Kind
-	msg  string
+	// Refused, for KindForbidden, is the refused path (dotted, its keys
+	// quoted when not plain and cut at 64 bytes) or directive name.
+	Refused string
+	msg     string
 }
 
 func (e *BadInput) Error() string { return ErrBadUpstream.Error() + ": " + e.msg }
@@ -148,6 +156,7 @@ type Outcome struct {
 	sent     bool   // an update or patch was sent (and Destroy is false)
 	change   *patch // the change relative to the snapshot; nil when none
 	maxValue int    // cap on the encoded result
+	guarded  bool   // the change was restricted to write paths: Apply checks blocked
 }
 
 // HasChanges reports whether the upstream sent an update or patch (it may
@@ -171,6 +180,11 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 	if err != nil {
 		return nil, false, fmt.Errorf("session data: %w", err)
 	}
+	if o.guarded {
+		if at := o.change.blocked(target, nil); at != nil {
+			return nil, false, forbidden(at)
+		}
+	}
 	enc, err := Encode(o.change.applyTo(target))
 	if err != nil { // the change is valid, so base is at fault: not the upstream's error
 		return nil, false, fmt.Errorf("session data: %v", err)
@@ -182,7 +196,8 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 }
 
 // Evaluate parses the upstream's headers against snapshot, the data the
-// upstream was given (canonical bytes; nil or empty means {}). maxValue
+// upstream was given (canonical bytes; nil or empty means {}), for an
+// upstream without restrictions: see Scope.Evaluate. maxValue
 // caps each update/patch header value and the encoded result, in bytes (the
 // caller subtracts the header name and ": " from its line cap); zero or
 // less means DefaultMaxLine minus "X-Session: ". It validates everything it
@@ -190,6 +205,16 @@ func (o *Outcome) Apply(base json.RawMessage) (data json.RawMessage, changed boo
 // that Apply on fresh data can only fail on size. Errors about the input
 // wrap ErrBadUpstream.
 func Evaluate(snapshot json.RawMessage, in Input, maxValue int) (Outcome, error) {
+	return Unrestricted.Evaluate(snapshot, in, maxValue)
+}
+
+// Evaluate is Evaluate for an upstream with the scope s: view is what it
+// was given (s.Read's projection of the snapshot). Directives outside
+// s.Control are refused; an update is diffed against the view (see
+// diffView); the change is refused when it names a path outside s.Write,
+// and Apply refuses it when it would replace a value on the way to one.
+// Refusals are BadInput of KindForbidden.
+func (s Scope) Evaluate(view json.RawMessage, in Input, maxValue int) (Outcome, error) {
 	if in.Empty() {
 		return Outcome{}, nil
 	}
@@ -214,20 +239,29 @@ func Evaluate(snapshot json.RawMessage, in Input, maxValue int) (Outcome, error)
 	if err != nil {
 		return Outcome{}, err
 	}
+	if err := s.checkControl(&out); err != nil {
+		return Outcome{}, err
+	}
 	if out.Destroy {
 		return destroyed(out), nil
 	}
 	out.sent = update != nil || merge != nil
 	if update != nil {
-		snap, err := decodeObject(snapshot)
+		snap, err := decodeObject(view)
 		if err != nil {
 			return Outcome{}, fmt.Errorf("snapshot: %w", err)
 		}
-		out.change = diff(snap, update)
+		out.change = diffView(snap, update, s.Read)
 		out.change.whole = nil // the data is always an object: never needed at the top
 	}
 	if merge != nil {
 		out.change = compose(out.change, merge)
+	}
+	if s.Write != nil && out.change != nil && !s.Write.whole {
+		if out.change, err = s.Write.restrict(out.change, nil); err != nil {
+			return Outcome{}, err
+		}
+		out.guarded = true
 	}
 	return out, nil
 }
