@@ -24,9 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sessiongate/caddy-session/internal/protocol"
 )
@@ -105,7 +107,24 @@ type Record struct {
 	// whatever the caller passed; every Update adds one; Touch does not
 	// change it. It is what Update and Rotate compare.
 	Version int64
+
+	// Sid is the identity provider's session id the session belongs to
+	// (the value of the configured sid key path, in the spelling of
+	// CanonicalSubject), or "" when none. Stores that implement SidIndex
+	// end sessions by it (back-channel logout). Update replaces it like
+	// Subject.
+	Sid string
+
+	// UserAgent is the User-Agent of the request that created the
+	// session, cut to MaxUserAgentLen bytes. Addr is that request's
+	// coarse client address (CoarseAddr). Both are set at Create and
+	// never changed: Update keeps what Create stored.
+	UserAgent string
+	Addr      string
 }
+
+// MaxUserAgentLen is the most of a User-Agent a record keeps.
+const MaxUserAgentLen = 256
 
 // Store keeps sessions. All methods are safe for concurrent use.
 type Store interface {
@@ -169,8 +188,12 @@ type Summary struct {
 	// Handle names the session (cookie.Handle of its key).
 	Handle  string
 	Created time.Time
+	// Updated is the last write or touch: the session was last seen then.
 	Updated time.Time
 	Expires time.Time
+	// UserAgent and Addr are the record's (see Record).
+	UserAgent string
+	Addr      string
 }
 
 // SubjectIndex is implemented by stores that can find and end sessions
@@ -192,6 +215,42 @@ type SubjectIndex interface {
 	// (cookie.Handle); anything else deletes nothing. The lookup is
 	// index-backed where the store has indexes.
 	DeleteByHandle(ctx context.Context, handle string) (int, error)
+}
+
+// SidIndex is implemented by stores that index Record.Sid, so an
+// identity provider's back-channel logout can end the sessions of one of
+// its sessions without a scan.
+type SidIndex interface {
+	// DeleteBySid deletes every session whose Sid is sid, expired ones
+	// not yet cleaned up included, and returns how many it deleted.
+	// Tombstones have no Sid. An empty sid deletes nothing.
+	DeleteBySid(ctx context.Context, sid string) (int, error)
+}
+
+// SubjectLimiter is implemented by stores that can bound the number of
+// live sessions of one subject.
+type SubjectLimiter interface {
+	// LimitSubject keeps the n most recently seen sessions of subject
+	// live at now and deletes the other live ones, with one indexed query
+	// and one delete, and returns how many it deleted. "Most recently
+	// seen" orders by Updated, then Created, then key, all descending:
+	// one order every caller agrees on, so concurrent calls for one
+	// subject never leave fewer than min(n, live sessions) nor, once the
+	// last of them has run, more than n. A session written at now by the
+	// caller is kept unless n sessions of the subject were seen later
+	// still (concurrent writes, or another instance's clock ahead). n
+	// less than 1 deletes nothing.
+	LimitSubject(ctx context.Context, subject string, n int, now time.Time) (int, error)
+}
+
+// ReplayGuard is implemented by stores that remember one-time ids (the
+// jti of a logout token) until they expire, so a token used once is
+// refused on every instance sharing the store.
+type ReplayGuard interface {
+	// FirstUse records id until `until` and reports true if it was not
+	// already recorded with an end after now. It returns an error, and
+	// records nothing, when it cannot tell; the caller fails closed.
+	FirstUse(ctx context.Context, id string, until, now time.Time) (bool, error)
 }
 
 // MaxSubjectLen is the longest subject, in bytes of its canonical
@@ -265,4 +324,36 @@ func CanonicalSubject(v any) (string, error) {
 		return "", fmt.Errorf("%w: %d bytes, over the %d byte limit", ErrBadSubject, len(s), MaxSubjectLen)
 	}
 	return s, nil
+}
+
+// CoarseAddr returns the network a client address belongs to, the most a
+// session record keeps of it: the IPv4 /24 or the IPv6 /48, in prefix
+// notation ("203.0.113.0/24", "2001:db8:1::/48"). An IPv4-mapped IPv6
+// address counts as IPv4. An invalid address gives "".
+func CoarseAddr(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return ""
+	}
+	ip = ip.Unmap()
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, err := ip.WithZone("").Prefix(bits)
+	if err != nil {
+		return ""
+	}
+	return p.String()
+}
+
+// CutUserAgent cuts ua to MaxUserAgentLen bytes, at a UTF-8 boundary.
+func CutUserAgent(ua string) string {
+	if len(ua) <= MaxUserAgentLen {
+		return ua
+	}
+	ua = ua[:MaxUserAgentLen]
+	for i := 0; i < 3 && len(ua) > 0 && !utf8.ValidString(ua); i++ {
+		ua = ua[:len(ua)-1]
+	}
+	return ua
 }

@@ -102,7 +102,10 @@ type Store struct {
 	mu       sync.Mutex
 	entries  map[string]*entry
 	subjects map[string]map[*entry]struct{} // Subject -> its records, kept in step with entries
-	uses     entry                          // sentinel of the use list: uses.next is the most recently used
+	sids     map[string]map[*entry]struct{} // Sid -> its records, kept in step with entries
+	used     map[string]time.Time           // FirstUse ids -> until
+	maxUsed  int
+	uses     entry // sentinel of the use list: uses.next is the most recently used
 
 	max     int
 	onEvict func(int)
@@ -115,8 +118,11 @@ type Store struct {
 
 // Interface guards.
 var (
-	_ store.Store        = (*Store)(nil)
-	_ store.SubjectIndex = (*Store)(nil)
+	_ store.Store          = (*Store)(nil)
+	_ store.SubjectIndex   = (*Store)(nil)
+	_ store.SidIndex       = (*Store)(nil)
+	_ store.SubjectLimiter = (*Store)(nil)
+	_ store.ReplayGuard    = (*Store)(nil)
 )
 
 // emptyObject is the Data of a record written without data. It is shared
@@ -142,6 +148,9 @@ func New(opts ...Options) *Store {
 	s := &Store{
 		entries:  make(map[string]*entry),
 		subjects: make(map[string]map[*entry]struct{}),
+		sids:     make(map[string]map[*entry]struct{}),
+		used:     make(map[string]time.Time),
+		maxUsed:  DefaultMaxUsedIDs,
 		max:      o.MaxSessions,
 		onEvict:  o.OnEvict,
 		now:      o.Now,
@@ -273,6 +282,7 @@ func (s *Store) Update(_ context.Context, key string, rec *store.Record, now tim
 	}
 	next := *e.rec
 	next.Data, next.Subject, next.MaxAge, next.Expires = data, rec.Subject, rec.MaxAge, rec.Expires
+	next.Sid = rec.Sid
 	next.Updated, next.Version = now, next.Version+1
 	s.replace(e, &next)
 	s.use(e)
@@ -334,10 +344,12 @@ func (s *Store) FindBySubject(_ context.Context, subject string, now time.Time) 
 	for e := range s.subjects[subject] {
 		if e.live(now) {
 			out = append(out, store.Summary{
-				Handle:  cookie.Handle(e.key),
-				Created: e.rec.Created,
-				Updated: e.rec.Updated,
-				Expires: e.rec.Expires,
+				Handle:    cookie.Handle(e.key),
+				Created:   e.rec.Created,
+				Updated:   e.rec.Updated,
+				Expires:   e.rec.Expires,
+				UserAgent: e.rec.UserAgent,
+				Addr:      e.rec.Addr,
 			})
 		}
 	}
@@ -395,6 +407,13 @@ func isHandle(h string) bool {
 // returns how many it removed. The sweeper calls it; it is exported so
 // callers can sweep on their own schedule.
 func (s *Store) Sweep(now time.Time) int {
+	s.mu.Lock()
+	for id, end := range s.used {
+		if !end.After(now) {
+			delete(s.used, id)
+		}
+	}
+	s.mu.Unlock()
 	return s.removeWhere(func(e *entry) bool { return !now.Before(e.rec.Expires) })
 }
 
@@ -467,35 +486,47 @@ func (s *Store) remove(e *entry) {
 	s.unindex(e)
 }
 
-// index adds e to its subject's set. The caller holds s.mu.
+// index adds e to its subject's and its sid's sets. The caller holds
+// s.mu.
 func (s *Store) index(e *entry) {
-	if e.rec.Subject == "" {
+	addTo(s.subjects, e.rec.Subject, e)
+	addTo(s.sids, e.rec.Sid, e)
+}
+
+// unindex removes e from its subject's and its sid's sets. The caller
+// holds s.mu.
+func (s *Store) unindex(e *entry) {
+	removeFrom(s.subjects, e.rec.Subject, e)
+	removeFrom(s.sids, e.rec.Sid, e)
+}
+
+func addTo(m map[string]map[*entry]struct{}, name string, e *entry) {
+	if name == "" {
 		return
 	}
-	set := s.subjects[e.rec.Subject]
+	set := m[name]
 	if set == nil {
 		set = make(map[*entry]struct{})
-		s.subjects[e.rec.Subject] = set
+		m[name] = set
 	}
 	set[e] = struct{}{}
 }
 
-// unindex removes e from its subject's set. The caller holds s.mu.
-func (s *Store) unindex(e *entry) {
-	set := s.subjects[e.rec.Subject]
+func removeFrom(m map[string]map[*entry]struct{}, name string, e *entry) {
+	set := m[name]
 	if set == nil {
 		return
 	}
 	delete(set, e)
 	if len(set) == 0 {
-		delete(s.subjects, e.rec.Subject)
+		delete(m, name)
 	}
 }
 
 // replace puts rec in e in place of its record, and moves e to rec's
-// subject's set. The caller holds s.mu.
+// subject's and sid's sets. The caller holds s.mu.
 func (s *Store) replace(e *entry, rec *store.Record) {
-	if e.rec.Subject == rec.Subject {
+	if e.rec.Subject == rec.Subject && e.rec.Sid == rec.Sid {
 		e.rec = rec
 		return
 	}

@@ -25,6 +25,9 @@ const (
 	fieldMaxAge  = "maxAge"  // int64: milliseconds, 0 = the configured default
 	fieldVersion = "v"       // int64: 1 on create, +1 per write
 	fieldRotated = "rot"     // string: the successor's handle; only in a tombstone
+	fieldSid     = "sid"     // string: the IdP's session id; absent when none
+	fieldUA      = "ua"      // string: the creating request's User-Agent; absent when none
+	fieldAddr    = "ip"      // string: the creating request's coarse address; absent when none
 )
 
 // formatVersion is the document format this store writes. Format 1 (no f
@@ -65,8 +68,12 @@ func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Recor
 	if err != nil {
 		return nil, err
 	}
-	if rec.Subject != "" {
-		b = bsoncore.AppendStringElement(b, fieldSubject, rec.Subject)
+	for _, f := range [...]struct{ name, v string }{
+		{fieldSubject, rec.Subject}, {fieldSid, rec.Sid}, {fieldUA, rec.UserAgent}, {fieldAddr, rec.Addr},
+	} {
+		if f.v != "" {
+			b = bsoncore.AppendStringElement(b, f.name, f.v)
+		}
 	}
 	b = bsoncore.AppendDateTimeElement(b, fieldCreated, rec.Created.UnixMilli())
 	b = bsoncore.AppendDateTimeElement(b, fieldUpdated, rec.Updated.UnixMilli())
@@ -109,6 +116,12 @@ func decodeDocument(raw bson.Raw, now time.Time) (rec *store.Record, successor s
 			data = v.Data
 		case fieldSubject:
 			rec.Subject, ok = v.StringValueOK()
+		case fieldSid:
+			rec.Sid, ok = v.StringValueOK()
+		case fieldUA:
+			rec.UserAgent, ok = v.StringValueOK()
+		case fieldAddr:
+			rec.Addr, ok = v.StringValueOK()
 		case fieldRotated:
 			successor, ok = v.StringValueOK()
 		case fieldCreated:

@@ -82,6 +82,7 @@ func (s *Store) setup() {
 		s.sweepOnce() // documents left over while nothing swept
 	}
 	s.retry("building the index on sub", s.subjectIndex)
+	s.retry("building the index on sid", s.sidIndex)
 }
 
 // retry runs step until it succeeds, fails for a reason other than an

@@ -275,8 +275,11 @@ type Store struct {
 
 // Interface guards.
 var (
-	_ store.Store        = (*Store)(nil)
-	_ store.SubjectIndex = (*Store)(nil)
+	_ store.Store          = (*Store)(nil)
+	_ store.SubjectIndex   = (*Store)(nil)
+	_ store.SidIndex       = (*Store)(nil)
+	_ store.SubjectLimiter = (*Store)(nil)
+	_ store.ReplayGuard    = (*Store)(nil)
 )
 
 // Open creates a client for opts.URI (see NewClient) and a Store that
@@ -455,13 +458,18 @@ func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now t
 		{Key: fieldMaxAge, Value: rec.MaxAge.Milliseconds()},
 		{Key: fieldVersion, Value: rec.Version + 1},
 	}
-	update := bson.D{}
-	if rec.Subject != "" {
-		set = append(set, bson.E{Key: fieldSubject, Value: rec.Subject})
-	} else {
-		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: fieldSubject, Value: ""}}})
+	var unset bson.D
+	for _, f := range [...]struct{ name, v string }{{fieldSubject, rec.Subject}, {fieldSid, rec.Sid}} {
+		if f.v != "" {
+			set = append(set, bson.E{Key: f.name, Value: f.v})
+		} else {
+			unset = append(unset, bson.E{Key: f.name, Value: ""})
+		}
 	}
-	update = append(update, bson.E{Key: "$set", Value: set})
+	update := bson.D{{Key: "$set", Value: set}}
+	if unset != nil {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
 	return s.updateOne(ctx, "update", liveAtVersion(key, rec.Version, now), update, store.ErrConflict)
 }
 
@@ -496,7 +504,7 @@ func (s *Store) Rotate(ctx context.Context, key string, version int64, successor
 			{Key: fieldExpires, Value: until},
 			{Key: fieldVersion, Value: version + 1},
 		}},
-		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}}},
+		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}, {Key: fieldSid, Value: ""}}},
 	}
 	return s.updateOne(ctx, "rotate", liveAtVersion(key, version, now), update, store.ErrConflict)
 }

@@ -29,7 +29,10 @@ func (s *Store) FindBySubject(ctx context.Context, subject string, now time.Time
 		{Key: fieldSubject, Value: subject},
 		{Key: fieldExpires, Value: bson.D{{Key: "$gt", Value: now}}},
 	}
-	proj := bson.D{{Key: fieldCreated, Value: 1}, {Key: fieldUpdated, Value: 1}, {Key: fieldExpires, Value: 1}}
+	proj := bson.D{
+		{Key: fieldCreated, Value: 1}, {Key: fieldUpdated, Value: 1}, {Key: fieldExpires, Value: 1},
+		{Key: fieldUA, Value: 1}, {Key: fieldAddr, Value: 1},
+	}
 	cur, err := s.coll.Find(ctx, filter, options.Find().SetProjection(proj).SetSort(bson.D{{Key: fieldCreated, Value: 1}}))
 	if err != nil {
 		return nil, s.opError("find by subject", err)
@@ -42,11 +45,16 @@ func (s *Store) FindBySubject(ctx context.Context, subject string, now time.Time
 			Created time.Time `bson:"created"`
 			Updated time.Time `bson:"updated"`
 			Expires time.Time `bson:"expires"`
+			UA      string    `bson:"ua"`
+			Addr    string    `bson:"ip"`
 		}
 		if err := cur.Decode(&d); err != nil {
 			return nil, fmt.Errorf("mongostore: find by subject: %w: %w", errBadDocument, err)
 		}
-		out = append(out, store.Summary{Handle: cookie.Handle(d.ID), Created: d.Created, Updated: d.Updated, Expires: d.Expires})
+		out = append(out, store.Summary{
+			Handle: cookie.Handle(d.ID), Created: d.Created, Updated: d.Updated, Expires: d.Expires,
+			UserAgent: d.UA, Addr: d.Addr,
+		})
 	}
 	if err := cur.Err(); err != nil {
 		return nil, s.opError("find by subject", err)

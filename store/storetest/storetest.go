@@ -93,6 +93,17 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		t.Log("the store implements store.SubjectIndex: running the subject index tests")
 		runTests(t, subjectTests, newStore)
 	})
+	t.Run("SSO", func(t *testing.T) {
+		s := newStore(t)
+		_, sid := s.(store.SidIndex)
+		_, limit := s.(store.SubjectLimiter)
+		_, replay := s.(store.ReplayGuard)
+		if !sid || !limit || !replay {
+			t.Logf("the store does not implement store.SidIndex, store.SubjectLimiter and store.ReplayGuard (%v %v %v): their tests not run", sid, limit, replay)
+			return
+		}
+		runTests(t, ssoTests, newStore)
+	})
 }
 
 // RunSubjectIndex runs only the subject index tests, and fails if the
@@ -277,6 +288,10 @@ func checkRecord(t *testing.T, got, want *store.Record) {
 	}
 	if got.Subject != want.Subject {
 		t.Fatalf("Subject = %q, want %q", got.Subject, want.Subject)
+	}
+	if got.Sid != want.Sid || got.UserAgent != want.UserAgent || got.Addr != want.Addr {
+		t.Fatalf("Sid, UserAgent, Addr = %q, %q, %q, want %q, %q, %q",
+			got.Sid, got.UserAgent, got.Addr, want.Sid, want.UserAgent, want.Addr)
 	}
 	checkTime(t, "Created", got.Created, want.Created)
 	checkTime(t, "Updated", got.Updated, want.Updated)

@@ -52,7 +52,10 @@ func createFor(t *testing.T, s store.Store, c clock, subject string, expires tim
 func summaryOf(t *testing.T, s store.Store, key string, now time.Time) store.Summary {
 	t.Helper()
 	rec := mustFind(t, s, key, now)
-	return store.Summary{Handle: cookie.Handle(key), Created: rec.Created, Updated: rec.Updated, Expires: rec.Expires}
+	return store.Summary{
+		Handle: cookie.Handle(key), Created: rec.Created, Updated: rec.Updated, Expires: rec.Expires,
+		UserAgent: rec.UserAgent, Addr: rec.Addr,
+	}
 }
 
 // wantListed fails the test unless FindBySubject(subject, now) lists
@@ -72,7 +75,8 @@ func wantListed(t *testing.T, s store.Store, subject string, now time.Time, want
 	}
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.Handle != w.Handle || !g.Created.Equal(w.Created) || !g.Updated.Equal(w.Updated) || !g.Expires.Equal(w.Expires) {
+		if g.Handle != w.Handle || !g.Created.Equal(w.Created) || !g.Updated.Equal(w.Updated) || !g.Expires.Equal(w.Expires) ||
+			g.UserAgent != w.UserAgent || g.Addr != w.Addr {
 			t.Fatalf("FindBySubject at %v: got %+v, want %+v", now, g, w)
 		}
 	}
