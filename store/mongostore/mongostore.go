@@ -263,7 +263,8 @@ type Store struct {
 	expiry       atomic.Int32 // an Expiry
 	noDecimal    atomic.Bool  // the server refuses Decimal128 values
 	wcErr        atomic.Pointer[error]
-	sweepFailing atomic.Bool // so a sweep failure and the recovery are logged once
+	sweepFailing atomic.Bool              // so a sweep failure and the recovery are logged once
+	resumeToken  atomic.Pointer[bson.Raw] // where Watch resumes (watch.go)
 
 	bg        context.Context // background work; Close cancels it
 	cancelBG  context.CancelFunc

@@ -1,0 +1,173 @@
+package mongostore
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/sessiongate/caddy-session/internal/wiretest"
+	"github.com/sessiongate/caddy-session/store/cachestore"
+)
+
+// modes records the cache's changes of mode.
+type modes struct {
+	mu  sync.Mutex
+	got []string
+	ch  chan string
+}
+
+func newModes() *modes { return &modes{ch: make(chan string, 16)} }
+
+func (m *modes) report(live bool, err error) {
+	s := "ttl"
+	if live {
+		s = "live"
+	}
+	if errors.Is(err, cachestore.ErrNoChangeStreams) {
+		s = "no streams"
+	}
+	m.mu.Lock()
+	m.got = append(m.got, s)
+	m.mu.Unlock()
+	m.ch <- s
+}
+
+func (m *modes) want(t *testing.T, mode string) {
+	t.Helper()
+	select {
+	case got := <-m.ch:
+		if got != mode {
+			t.Fatalf("mode = %q, want %q", got, mode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no change of mode; want %q", mode)
+	}
+}
+
+// serveSession scripts find to answer with one live session under key.
+func serveSession(srv *wiretest.Server, key string) {
+	now := time.Now()
+	doc := bson.D{
+		{Key: fieldID, Value: key}, {Key: fieldFormat, Value: formatVersion},
+		{Key: fieldData, Value: bson.D{{Key: "n", Value: int32(1)}}},
+		{Key: fieldCreated, Value: bson.NewDateTimeFromTime(now)},
+		{Key: fieldUpdated, Value: bson.NewDateTimeFromTime(now)},
+		{Key: fieldExpires, Value: bson.NewDateTimeFromTime(now.Add(time.Hour))},
+		{Key: fieldMaxAge, Value: int64(0)}, {Key: fieldVersion, Value: int64(1)},
+	}
+	srv.Handle("find", func(wiretest.Command) wiretest.Reply {
+		return wiretest.OK(bson.E{Key: "cursor", Value: bson.D{
+			{Key: "id", Value: int64(0)}, {Key: "ns", Value: "app.sessions"},
+			{Key: "firstBatch", Value: bson.A{doc}},
+		}})
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWatchInvalidates: with change streams, another instance's write
+// (an event on the stream) drops the cached session; a broken stream
+// flushes the cache, falls back to TTL mode, and resumes after the last
+// event seen; each change of mode is reported once.
+func TestWatchInvalidates(t *testing.T) {
+	t.Parallel()
+	const key = "0123456789abcdef"
+	srv := wiretest.New(t)
+	streams := srv.ChangeStreams()
+	serveSession(srv, key)
+	s := openWire(t, srv, Options{})
+	c := cachestore.New(s, cachestore.Options{TTL: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m := newModes()
+	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
+	t.Cleanup(func() { cancel(); <-done })
+	m.want(t, "live")
+
+	now := time.Now()
+	finds := func() int { return len(srv.CommandsNamed("find")) }
+	for range 3 {
+		if _, err := c.Find(ctx, key, now.Add(time.Minute)); err != nil { // past the ttl: live mode
+			t.Fatal(err)
+		}
+	}
+	if n := finds(); n != 1 {
+		t.Fatalf("finds on the server = %d, want 1 (two hits)", n)
+	}
+
+	streams.Push(key)
+	waitFor(t, "the stream's invalidation", func() bool { return c.Stats().Stream == 1 })
+	if _, err := c.Find(ctx, key, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := finds(); n != 2 {
+		t.Fatalf("finds after the invalidation = %d, want 2", n)
+	}
+
+	streams.Push("another key")
+	streams.Break(wiretest.Error(2, "BadValue")) // not resumable by the driver
+	m.want(t, "ttl")
+	if n := c.Stats().Entries; n != 0 {
+		t.Fatalf("entries after the stream broke = %d, want 0 (flushed)", n)
+	}
+	m.want(t, "live")
+	opens := streams.Opens()
+	last := opens[len(opens)-1].Body.Lookup("pipeline", "0", "$changeStream", "resumeAfter", "_data")
+	if tok, _ := last.StringValueOK(); tok != "00000001" {
+		t.Fatalf("reopened with resumeAfter %v, want the last event's token 00000001", last)
+	}
+}
+
+// TestWatchUnreadableEventFlushes: an event without a key flushes the
+// cache instead of leaving a possibly stale entry.
+func TestWatchUnreadableEventFlushes(t *testing.T) {
+	t.Parallel()
+	const key = "0123456789abcdef"
+	srv := wiretest.New(t)
+	streams := srv.ChangeStreams()
+	serveSession(srv, key)
+	s := openWire(t, srv, Options{})
+	c := cachestore.New(s, cachestore.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m := newModes()
+	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
+	t.Cleanup(func() { cancel(); <-done })
+	m.want(t, "live")
+	if _, err := c.Find(ctx, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	streams.PushEvent(bson.D{{Key: "operationType", Value: "update"}, {Key: "documentKey", Value: bson.D{{Key: "_id", Value: int32(7)}}}})
+	waitFor(t, "the flush", func() bool { return c.Stats().Entries == 0 })
+}
+
+// TestWatchStandalone: a standalone server has no change streams: the
+// cache says so once and stays in TTL mode.
+func TestWatchStandalone(t *testing.T) {
+	t.Parallel()
+	srv := wiretest.New(t)
+	srv.Handle("aggregate", func(wiretest.Command) wiretest.Reply {
+		return wiretest.Error(40573, "Location40573")
+	})
+	s := openWire(t, srv, Options{})
+	c := cachestore.New(s, cachestore.Options{})
+	m := newModes()
+	c.Follow(context.Background(), s, m.report) // returns at once
+	m.want(t, "no streams")
+	if c.Live() {
+		t.Fatal("live without change streams")
+	}
+}
