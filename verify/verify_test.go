@@ -349,3 +349,18 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestGatewayToken checks a token signed by the gateway's signer
+// (internal/assertion, TestGatewayToken) with the RFC 8037 key.
+func TestGatewayToken(t *testing.T) {
+	const token = "eyJhbGciOiJFZERTQSIsImtpZCI6ImtQcktfcW14VldhWVZBOXd3QkY2SXVvM3ZWeno3VHhIQ1R3WEJ5Z3JTNGsiLCJ0eXAiOiJKV1QifQ.eyJpc3MiOiJjYWRkeS1zZXNzaW9uIiwiYXVkIjoiaHR0cHM6Ly9hcHAuZXhhbXBsZSIsImlhdCI6MTgwMDAwMDAwMCwiZXhwIjoxODAwMDAwMDYwLCJzaWQiOiIwMTIzNDU2Nzg5YWIiLCJzdWIiOiJ1NyIsIm5ldyI6dHJ1ZSwic2RoIjoidXlSc18waFVrMTNCY2N4TEV2cUhlSFpIS2ZraUViV1l1aGV3MEJWQ2hCWSJ9.HllWCFybMrJltMEGiC2tlgm9YANquSSJT51LDYame03FWCwO89Q3oN6pap2esCYhrB7GUmN-so3LTtJrve8vAw"
+	jwks := `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k","alg":"EdDSA","use":"sig"}]}`
+	v, err := New(Config{JWKS: []byte(jwks), Audience: "https://app.example", Now: func() time.Time { return time.Unix(1_800_000_030, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(context.Background(), token, `{"user":"u7"}`)
+	if err != nil || c.SessionID != "0123456789ab" || c.Subject != "u7" || !c.New {
+		t.Fatalf("Verify = %+v, %v", c, err)
+	}
+}
