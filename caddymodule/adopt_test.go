@@ -1,3 +1,5 @@
+//go:build e2e
+
 package caddymodule
 
 // End-to-end walks of issue 11 through a real Caddy: the legacy Node apps

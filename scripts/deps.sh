@@ -2,12 +2,14 @@
 # Installs the Debian packages the tests and scripts need, where missing:
 #   gcc              the C compiler that `go test -race` needs (cgo)
 #   python3          the Python example and scripts/demo.sh
-#   nodejs, npm      the Node example (it uses no npm packages; npm comes with Node)
+#   nodejs, npm      the Node example (Express) and internal/adopt's legacy apps:
+#                    `npm ci` from their lockfiles, so the tests need the npm registry
 #   php-cli, php-fpm the PHP example
 #   chromium         the browser test (headless)
 #   wrk, curl        scripts/load.sh
 # Go itself (go.mod's version) is not installed: get it from https://go.dev/dl/.
-# Idempotent: does nothing when everything is there. Needs root or sudo.
+# Idempotent: does nothing when everything is there. Installing needs root or
+# password-less sudo; otherwise it prints the apt-get line to run and fails.
 set -euo pipefail
 
 # package -> a command it provides
@@ -50,16 +52,21 @@ fi
 
 echo "deps.sh: missing: ${missing[*]}"
 if ! command -v apt-get >/dev/null; then
-	echo "deps.sh: no apt-get here; install these yourself: ${missing[*]}" >&2
+	echo "deps.sh: no apt-get here; install these yourself (Debian names): ${missing[*]}" >&2
 	exit 1
 fi
 sudo=()
 if [[ $(id -u) != 0 ]]; then
-	if ! command -v sudo >/dev/null; then
-		echo "deps.sh: run as root (or install sudo) to apt-get install: ${missing[*]}" >&2
+	# Not root: use sudo only when it works without asking (a password prompt
+	# would hang a CI job); otherwise say what to run.
+	if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+		sudo=(sudo -n)
+	else
+		echo "deps.sh: installing needs root. Run this, then run the tests again:" >&2
+		echo "    sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+		echo "deps.sh: (plain 'go test ./...' needs none of these: it runs the fast tests, with Go only)" >&2
 		exit 1
 	fi
-	sudo=(sudo)
 fi
 
 export DEBIAN_FRONTEND=noninteractive

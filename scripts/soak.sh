@@ -42,7 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-go build -o "$tmp/soak" ./internal/faults/soak
+# internal/faults is a nested module (it holds toxiproxy, a test-only dependency).
+go -C internal/faults build -o "$tmp/soak" ./soak
 
 run() { "$tmp/soak" -caddy "$CADDY" -duration "$duration" -warmup "${warm}s" -interval "$interval" -clients "${CLIENTS:-16}" "$@"; }
 
