@@ -116,12 +116,20 @@ func New(inner store.Store, opts Options) *Cache {
 }
 
 // Store returns the cache as the store the gateway uses: c itself, or c
-// with the inner store's subject index when it has one.
+// with the inner store's optional interfaces (subject index; sid index,
+// limiter and replay guard) when it has them.
 func (c *Cache) Store() store.Store {
-	if idx, ok := c.inner.(store.SubjectIndex); ok {
-		return &indexed{Cache: c, index: idx}
+	idx, ok := c.inner.(store.SubjectIndex)
+	if !ok {
+		return c
 	}
-	return c
+	sid, ok1 := c.inner.(store.SidIndex)
+	limiter, ok2 := c.inner.(store.SubjectLimiter)
+	replay, ok3 := c.inner.(store.ReplayGuard)
+	if ok1 && ok2 && ok3 {
+		return &full{indexed: indexed{Cache: c, index: idx}, sid: sid, limiter: limiter, replay: replay}
+	}
+	return &indexed{Cache: c, index: idx}
 }
 
 // Unwrap returns the store the cache is in front of.
@@ -320,4 +328,41 @@ func (c *indexed) DeleteByHandle(ctx context.Context, handle string) (int, error
 var (
 	_ store.Store        = (*Cache)(nil)
 	_ store.SubjectIndex = (*indexed)(nil)
+)
+
+// full is a cache whose inner store also ends sessions by IdP session id,
+// bounds sessions per subject and remembers one-time ids (the MongoDB
+// store). Deletes by sid or by limit flush: the cache cannot tell which
+// keys they ended.
+type full struct {
+	indexed
+	sid     store.SidIndex
+	limiter store.SubjectLimiter
+	replay  store.ReplayGuard
+}
+
+// DeleteBySid implements store.SidIndex.
+func (c *full) DeleteBySid(ctx context.Context, sid string) (int, error) {
+	defer c.dropWhere(func(string) bool { return true }, &c.own)
+	return c.sid.DeleteBySid(ctx, sid)
+}
+
+// LimitSubject implements store.SubjectLimiter.
+func (c *full) LimitSubject(ctx context.Context, subject string, n int, now time.Time) (int, error) {
+	ended, err := c.limiter.LimitSubject(ctx, subject, n, now)
+	if ended > 0 || err != nil {
+		c.dropWhere(func(string) bool { return true }, &c.own)
+	}
+	return ended, err
+}
+
+// FirstUse implements store.ReplayGuard; it is never cached.
+func (c *full) FirstUse(ctx context.Context, id string, until, now time.Time) (bool, error) {
+	return c.replay.FirstUse(ctx, id, until, now)
+}
+
+var (
+	_ store.SidIndex       = (*full)(nil)
+	_ store.SubjectLimiter = (*full)(nil)
+	_ store.ReplayGuard    = (*full)(nil)
 )

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/cachestore"
 	"github.com/sessiongate/caddy-session/store/storetest"
 )
 
@@ -73,6 +74,13 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, newStore)
 	t.Run("SubjectIndexRequired", func(t *testing.T) {
 		storetest.RunSubjectIndex(t, newStore)
+	})
+	// The read cache in front of MongoDB is a valid Store too: its stale
+	// entries may only cost conflicts, which the suite's CAS tests retry.
+	t.Run("Cached", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store {
+			return cachestore.New(newStore(t), cachestore.Options{}).Store()
+		})
 	})
 }
 
