@@ -209,9 +209,13 @@ type SubjectIndex interface {
 	// how many it deleted, expired sessions not yet cleaned up included.
 	DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error)
 
-	// DeleteByHandle deletes the session whose key starts with handle and
-	// returns how many it deleted (0 or 1; two keys sharing a handle are
-	// both deleted). The handle must be exactly 12 lower-case hex digits
+	// DeleteByHandle deletes the live session whose key starts with
+	// handle and returns how many it deleted (0 or 1; two keys sharing a
+	// handle are both deleted). A tombstone (see Rotate) or an expired
+	// session is neither deleted nor counted: revoking the old handle of
+	// a session that logged in since answers 0 and leaves the tombstone
+	// its window. Expiry is judged by the store's own clock: the admin
+	// API, the only caller, is not on a request path. The handle must be exactly 12 lower-case hex digits
 	// (cookie.Handle); anything else deletes nothing. The lookup is
 	// index-backed where the store has indexes.
 	DeleteByHandle(ctx context.Context, handle string) (int, error)

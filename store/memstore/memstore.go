@@ -376,17 +376,21 @@ func (s *Store) DeleteBySubject(_ context.Context, subject, exceptKey string) (i
 // hex digits: a shorter prefix could match many sessions.
 var errBadHandle = errors.New("memstore: a handle is 12 lower-case hex digits")
 
-// DeleteByHandle deletes the sessions (and tombstones) whose key starts
-// with handle. Unlike the other lookups it scans every record (see
-// removeWhere): the memory store keeps no index by handle, because the
-// admin API is its only caller, and an index would cost memory on every
-// session.
+// DeleteByHandle deletes the live sessions whose key starts with handle.
+// Tombstones and expired sessions are neither deleted nor counted, as in
+// every store: a tombstone holds no session and must last its window,
+// and an expired session is already gone. Expiry is judged by the store's
+// clock (Options.Now), because the admin API, its only caller, is not on
+// a request path. Unlike the other lookups it scans every record (see
+// removeWhere): the memory store keeps no index by handle, because an
+// index would cost memory on every session.
 func (s *Store) DeleteByHandle(_ context.Context, handle string) (int, error) {
 	if !isHandle(handle) {
 		return 0, errBadHandle
 	}
+	now := s.now()
 	return s.removeWhere(func(e *entry) bool {
-		return len(e.key) >= len(handle) && e.key[:len(handle)] == handle
+		return len(e.key) >= len(handle) && e.key[:len(handle)] == handle && e.live(now)
 	}), nil
 }
 

@@ -82,7 +82,10 @@ func (s *Store) DeleteBySubject(ctx context.Context, subject, exceptKey string) 
 // DeleteByHandle deletes the session whose key starts with handle, with
 // one delete command on the _id index: keys are lower-case hex, so every
 // key with the prefix lies in [handle, handle+"g"). Tombstones are left
-// to expire: they hold no session.
+// to expire (they hold no session), and expired sessions, already gone,
+// are neither deleted nor counted; expiry is judged by the store's clock
+// (Options.Now), because the admin API, the only caller, is not on a
+// request path.
 func (s *Store) DeleteByHandle(ctx context.Context, handle string) (int, error) {
 	if !isHandle(handle) {
 		return 0, fmt.Errorf("mongostore: delete by handle: a handle is %d lower-case hex digits", handleLen)
@@ -93,6 +96,7 @@ func (s *Store) DeleteByHandle(ctx context.Context, handle string) (int, error) 
 	filter := bson.D{
 		{Key: fieldID, Value: bson.D{{Key: "$gte", Value: handle}, {Key: "$lt", Value: handle + "g"}}},
 		{Key: fieldRotated, Value: bson.D{{Key: "$exists", Value: false}}},
+		{Key: fieldExpires, Value: bson.D{{Key: "$gt", Value: s.now()}}},
 	}
 	return s.deleteMany(ctx, "delete by handle", filter)
 }

@@ -225,6 +225,29 @@ func testDeleteByHandle(t *testing.T, s store.Store) {
 	t.Run("unknown handle", func(t *testing.T) {
 		wantHandleDeleted(t, s, randomHex(t, 6), 0)
 	})
+	// A tombstone holds no session: revoking the old handle of a session
+	// that logged in since deletes nothing, counts nothing, and leaves the
+	// tombstone its window (issue 17 item 4).
+	t.Run("tombstone", func(t *testing.T) {
+		c := newClock()
+		key := createFor(t, s, c, newSubject(t), c.at(time.Hour))
+		mustRotate(t, s, key, 1, "0123456789ab", c.at(2*time.Minute), c.at(0))
+		wantHandleDeleted(t, s, cookie.Handle(key), 0)
+		wantRotated(t, s, key, c.at(0), "0123456789ab")
+	})
+	t.Run("destroyed", func(t *testing.T) {
+		c := newClock()
+		key := createFor(t, s, c, newSubject(t), c.at(time.Hour))
+		mustRotate(t, s, key, 1, "destroyed", c.at(0), c.at(0))
+		wantHandleDeleted(t, s, cookie.Handle(key), 0)
+	})
+	// An expired session is already gone: nothing to revoke. The store
+	// judges expiry by its own clock (the wall clock here).
+	t.Run("expired", func(t *testing.T) {
+		c := newClock()
+		key := createFor(t, s, c, newSubject(t), c.at(-time.Minute))
+		wantHandleDeleted(t, s, cookie.Handle(key), 0)
+	})
 }
 
 // wantHandleDeleted fails the test unless DeleteByHandle(handle) reports n
