@@ -103,6 +103,15 @@ type Record struct {
 	// (X-Session-Control: max-age=N). Zero means the configured default.
 	MaxAge time.Duration
 
+	// Login marks a session created by a regenerate (a login). A store
+	// that bounds how many sessions it holds (the memory store) evicts
+	// such sessions, and sessions with a Subject, only after every other
+	// one, so a flood of anonymous sessions cannot log users out. Create
+	// reads it and the store keeps it for the session's life; Update
+	// ignores it. A store that never evicts may drop it (Find then
+	// returns false).
+	Login bool
+
 	// Version counts the writes of the session's data. Create stores 1
 	// whatever the caller passed; every Update adds one; Touch does not
 	// change it. It is what Update and Rotate compare.

@@ -7,10 +7,28 @@
 //
 // The store holds at most Options.MaxSessions records (live sessions,
 // expired ones not yet swept, and tombstones). When a Create would go over
-// the bound, the least recently used records are evicted: Find, Create,
-// Update and Touch count as a use. Options.OnEvict hears about every
-// eviction, so the owner can log it; the store itself logs nothing and
-// never hands session data to anyone but Find's caller.
+// the bound, records are evicted in this order, so a flood of anonymous
+// sessions (any route that writes for a cookieless visitor) cannot log
+// users out or undo a login:
+//
+//  1. tombstones whose window has ended (dead already);
+//  2. anonymous sessions, least recently used first: sessions with no
+//     Subject that were not created by a regenerate (Record.Login);
+//  3. logged-in sessions (a Subject, or Record.Login), least recently
+//     used first, only once no anonymous session is left;
+//  4. never a tombstone before its window ends, and never the session
+//     being created: if nothing else is left, the store goes over its
+//     bound by the tombstones still in their window (two minutes of
+//     logins with the gateway's settings).
+//
+// So when only logged-in sessions are left, a new anonymous session
+// evicts one of them and the next evicts that anonymous one: a flood
+// costs at most one logged-in user per time the store fills with them.
+//
+// Find, Create, Update and Touch count as a use. Options.OnEvict hears
+// about every eviction and Options.OnEvictLoggedIn about those of
+// logged-in sessions, so the owner can log and count them; the store itself logs nothing and never
+// hands session data to anyone but Find's caller.
 //
 // # Sharing records
 //
@@ -69,11 +87,17 @@ type Options struct {
 	// DefaultMaxSessions.
 	MaxSessions int
 
-	// OnEvict, when not nil, is called after a Create evicted n least
-	// recently used records to stay within MaxSessions. It runs on the
-	// goroutine that called Create, after the store's lock is released,
-	// so it may call the store; it should return quickly.
+	// OnEvict, when not nil, is called after a Create (or SetMaxSessions)
+	// evicted n records to stay within MaxSessions, whatever their class.
+	// It runs on the goroutine that called Create, after the store's lock
+	// is released, so it may call the store; it should return quickly.
 	OnEvict func(n int)
+
+	// OnEvictLoggedIn, when not nil, is called like OnEvict, after it,
+	// with how many of the n were logged-in sessions (see the package
+	// documentation): users logged out because even with every anonymous
+	// session gone the store was full. It is worth more than a warning.
+	OnEvictLoggedIn func(n int)
 }
 
 // entry is one stored record and its place in the use list.
@@ -86,9 +110,22 @@ type entry struct {
 	// rec holds only Expires (the tombstone's end) and no Subject.
 	successor string
 	tombstone bool
+	// login is Record.Login as Create was given it; rec does not keep it
+	// (Update's records replace rec).
+	login bool
+	// list is the use list e is on, chosen by its class (see classOf).
+	list *entry
 
 	prev, next *entry // the use list, most recent first
 }
+
+// Use lists, one per eviction class (see the package documentation).
+const (
+	anonymousList = iota
+	loggedInList
+	tombstoneList
+	numLists
+)
 
 // live reports whether e is a session (not a tombstone) alive at now.
 func (e *entry) live(now time.Time) bool {
@@ -105,10 +142,15 @@ type Store struct {
 	sids     map[string]map[*entry]struct{} // Sid -> its records, kept in step with entries
 	used     map[string]time.Time           // FirstUse ids -> until
 	maxUsed  int
-	uses     entry // sentinel of the use list: uses.next is the most recently used
+	// lists are the sentinels of the use lists, one per eviction class:
+	// lists[c].next is the most recently used of class c. A tombstone is
+	// never used again, so its list runs from the newest to the oldest,
+	// ended ones (a destroy's) at the far end: see Rotate.
+	lists [numLists]entry
 
-	max     int
-	onEvict func(int)
+	max             int
+	onEvict         func(int)
+	onEvictLoggedIn func(int)
 
 	now       func() time.Time
 	stop      chan struct{}
@@ -146,18 +188,21 @@ func New(opts ...Options) *Store {
 		o.MaxSessions = DefaultMaxSessions
 	}
 	s := &Store{
-		entries:  make(map[string]*entry),
-		subjects: make(map[string]map[*entry]struct{}),
-		sids:     make(map[string]map[*entry]struct{}),
-		used:     make(map[string]time.Time),
-		maxUsed:  DefaultMaxUsedIDs,
-		max:      o.MaxSessions,
-		onEvict:  o.OnEvict,
-		now:      o.Now,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		entries:         make(map[string]*entry),
+		subjects:        make(map[string]map[*entry]struct{}),
+		sids:            make(map[string]map[*entry]struct{}),
+		used:            make(map[string]time.Time),
+		maxUsed:         DefaultMaxUsedIDs,
+		max:             o.MaxSessions,
+		onEvict:         o.OnEvict,
+		onEvictLoggedIn: o.OnEvictLoggedIn,
+		now:             o.Now,
+		stop:            make(chan struct{}),
+		done:            make(chan struct{}),
 	}
-	s.uses.next, s.uses.prev = &s.uses, &s.uses
+	for i := range s.lists {
+		s.lists[i].next, s.lists[i].prev = &s.lists[i], &s.lists[i]
+	}
 	if o.SweepInterval > 0 {
 		go s.sweepLoop(o.SweepInterval)
 	} else {
@@ -189,11 +234,12 @@ func (s *Store) SetMaxSessions(n int) {
 	if n <= 0 {
 		n = DefaultMaxSessions
 	}
+	now := s.now()
 	s.mu.Lock()
 	s.max = n
-	evicted := s.evict()
+	anon, users := s.evict(now, nil)
 	s.mu.Unlock()
-	s.evicted(evicted)
+	s.evicted(anon, users)
 }
 
 // Len returns the number of records held: live sessions, expired ones not
@@ -231,8 +277,8 @@ func (s *Store) Create(_ context.Context, key string, rec *store.Record) error {
 	}
 	// Copy outside the lock so a large record does not stall others.
 	own := *rec
-	own.Data, own.Version = copyData(rec.Data), 1
-	e := &entry{key: key, rec: &own}
+	own.Data, own.Version, own.Login = copyData(rec.Data), 1, false
+	e := &entry{key: key, rec: &own, login: rec.Login}
 
 	s.mu.Lock()
 	if _, taken := s.entries[key]; taken {
@@ -242,28 +288,54 @@ func (s *Store) Create(_ context.Context, key string, rec *store.Record) error {
 	s.entries[key] = e
 	s.link(e)
 	s.index(e)
-	evicted := s.evict()
+	// Create has no now of its own; the new record's Created is the
+	// caller's now.
+	anon, users := s.evict(rec.Created, e)
 	s.mu.Unlock()
-	s.evicted(evicted)
+	s.evicted(anon, users)
 	return nil
 }
 
-// evict removes least recently used records until the store is within
-// its bound, and returns how many it removed. The caller holds s.mu.
-func (s *Store) evict() int {
-	n := 0
-	for len(s.entries) > s.max {
-		s.remove(s.uses.prev)
-		n++
+// evict removes records until the store is within its bound, in the order
+// the package documentation gives, and returns how many anonymous records
+// (ended tombstones included) and logged-in sessions it removed. now
+// decides which tombstones have ended. It never removes keep, the record
+// being created (nil for none): a Create that succeeded leaves a session.
+// The caller holds s.mu.
+func (s *Store) evict(now time.Time, keep *entry) (anonymous, loggedIn int) {
+	// oldest is the least recently used record on list l, or nil.
+	oldest := func(l *entry) *entry {
+		if e := l.prev; e != l && e != keep {
+			return e
+		}
+		return nil
 	}
-	return n
+	for len(s.entries) > s.max {
+		if e := oldest(&s.lists[tombstoneList]); e != nil && !now.Before(e.rec.Expires) {
+			s.remove(e)
+			anonymous++
+		} else if e := oldest(&s.lists[anonymousList]); e != nil {
+			s.remove(e)
+			anonymous++
+		} else if e := oldest(&s.lists[loggedInList]); e != nil {
+			s.remove(e)
+			loggedIn++
+		} else {
+			// Only tombstones in their window are left: keep them.
+			break
+		}
+	}
+	return anonymous, loggedIn
 }
 
-// evicted tells OnEvict about n evictions, if any. The caller does not
-// hold s.mu.
-func (s *Store) evicted(n int) {
-	if n > 0 && s.onEvict != nil {
-		s.onEvict(n)
+// evicted tells OnEvict about evictions, if any. The caller does not hold
+// s.mu.
+func (s *Store) evicted(anonymous, loggedIn int) {
+	if anonymous+loggedIn > 0 && s.onEvict != nil {
+		s.onEvict(anonymous + loggedIn)
+	}
+	if loggedIn > 0 && s.onEvictLoggedIn != nil {
+		s.onEvictLoggedIn(loggedIn)
 	}
 }
 
@@ -320,8 +392,18 @@ func (s *Store) Rotate(_ context.Context, key string, version int64, successor s
 	if !ok || !e.live(now) || e.rec.Version != version {
 		return store.ErrConflict
 	}
-	s.replace(e, &store.Record{Expires: until})
 	e.tombstone, e.successor = true, successor
+	s.replace(e, &store.Record{Expires: until})
+	if !now.Before(until) {
+		// A destroy's tombstone has ended already: it goes to the far end
+		// of the list, first to be evicted. The others end in the order
+		// they were made, as the gateway gives every window one length.
+		s.unlink(e)
+		l := &s.lists[tombstoneList]
+		e.list, e.next, e.prev = l, l, l.prev
+		e.prev.next = e
+		l.prev = e
+	}
 	return nil
 }
 
@@ -462,22 +544,35 @@ func (s *Store) sweepLoop(interval time.Duration) {
 	}
 }
 
-// link puts e at the front of the use list. The caller holds s.mu.
-func (s *Store) link(e *entry) {
-	e.prev, e.next = &s.uses, s.uses.next
-	e.next.prev = e
-	s.uses.next = e
+// classOf is the use list e belongs on: tombstones, logged-in sessions
+// (a subject, or created by a regenerate), or anonymous ones.
+func (s *Store) classOf(e *entry) *entry {
+	switch {
+	case e.tombstone:
+		return &s.lists[tombstoneList]
+	case e.login || e.rec.Subject != "":
+		return &s.lists[loggedInList]
+	}
+	return &s.lists[anonymousList]
 }
 
-// unlink takes e out of the use list. The caller holds s.mu.
+// link puts e at the front of its class's use list. The caller holds s.mu.
+func (s *Store) link(e *entry) {
+	l := s.classOf(e)
+	e.list, e.prev, e.next = l, l, l.next
+	e.next.prev = e
+	l.next = e
+}
+
+// unlink takes e out of its use list. The caller holds s.mu.
 func (s *Store) unlink(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
-	e.prev, e.next = nil, nil
+	e.prev, e.next, e.list = nil, nil, nil
 }
 
-// use moves e to the front of the use list. The caller holds s.mu.
+// use moves e to the front of its use list. The caller holds s.mu.
 func (s *Store) use(e *entry) {
-	if s.uses.next != e {
+	if e.list.next != e {
 		s.unlink(e)
 		s.link(e)
 	}
@@ -527,16 +622,22 @@ func removeFrom(m map[string]map[*entry]struct{}, name string, e *entry) {
 	}
 }
 
-// replace puts rec in e in place of its record, and moves e to rec's
-// subject's and sid's sets. The caller holds s.mu.
+// replace puts rec in e in place of its record, moves e to rec's
+// subject's and sid's sets, and to the use list of its class if that
+// changed (a session that gained a subject, or became a tombstone). The
+// caller holds s.mu.
 func (s *Store) replace(e *entry, rec *store.Record) {
-	if e.rec.Subject == rec.Subject && e.rec.Sid == rec.Sid {
+	if e.rec.Subject != rec.Subject || e.rec.Sid != rec.Sid {
+		s.unindex(e)
 		e.rec = rec
-		return
+		s.index(e)
+	} else {
+		e.rec = rec
 	}
-	s.unindex(e)
-	e.rec = rec
-	s.index(e)
+	if s.classOf(e) != e.list {
+		s.unlink(e)
+		s.link(e)
+	}
 }
 
 // copyData returns a copy of data the store owns, with its capacity

@@ -494,3 +494,115 @@ func BenchmarkDeleteByHandle(b *testing.B) {
 		}
 	}
 }
+
+// TestFloodKeepsLoggedIn is issue 17 item 2 at the store: a flood of
+// three times max_sessions anonymous sessions evicts only anonymous ones.
+// Sessions with a subject, sessions created by a regenerate (Login) and
+// tombstones in their window survive it; ended tombstones go first.
+func TestFloodKeepsLoggedIn(t *testing.T) {
+	t.Parallel()
+	const maxSessions = 10
+	var evicted, loggedOut atomic.Int64
+	s := newStore(t, memstore.Options{
+		MaxSessions:     maxSessions,
+		OnEvict:         func(n int) { evicted.Add(int64(n)) },
+		OnEvictLoggedIn: func(n int) { loggedOut.Add(int64(n)) },
+	})
+	ctx := t.Context()
+	far := base.Add(time.Hour)
+	mustCreate(t, s, "subject", record("alice", far))
+	login := record("", far)
+	login.Login = true
+	mustCreate(t, s, "login", login)
+	// An anonymous session that gains a subject by an update.
+	mustCreate(t, s, "gains", record("", far))
+	gained := record("bob", far)
+	gained.Version = 1
+	if err := s.Update(ctx, "gains", gained, base); err != nil {
+		t.Fatal(err)
+	}
+	// A regenerated-away session: its tombstone lasts two minutes.
+	mustCreate(t, s, "rotated", record("", far))
+	if err := s.Rotate(ctx, "rotated", 1, "0123456789ab", base.Add(2*time.Minute), base); err != nil {
+		t.Fatal(err)
+	}
+	// A destroyed session: its tombstone ends at once.
+	mustCreate(t, s, "destroyed", record("", far))
+	if err := s.Rotate(ctx, "destroyed", 1, "", base, base); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 3 * maxSessions {
+		mustCreate(t, s, fmt.Sprintf("anon-%d", i), record("", far))
+		if n := s.Len(); n > maxSessions {
+			t.Fatalf("after %d anonymous creates: Len = %d, above the bound %d", i+1, n, maxSessions)
+		}
+	}
+	for _, key := range []string{"subject", "login", "gains"} {
+		if _, err := s.Find(ctx, key, base); err != nil {
+			t.Errorf("logged-in session %q after the flood: %v", key, err)
+		}
+	}
+	if _, err := s.Find(ctx, "rotated", base); !errors.Is(err, store.ErrRotated) {
+		t.Errorf("tombstone in its window after the flood: Find error %v, want ErrRotated", err)
+	}
+	if err := s.Create(ctx, "destroyed", record("", far)); err != nil {
+		t.Errorf("the ended tombstone was not evicted first: Create on its key: %v", err)
+	}
+	if n := loggedOut.Load(); n != 0 {
+		t.Errorf("OnEvictLoggedIn reported %d logged-in sessions evicted, want 0", n)
+	}
+	// 30 floods + the re-created key: 31 creates into a store of 10 that
+	// held 5 records.
+	if n := evicted.Load(); n != 5+31-maxSessions {
+		t.Errorf("OnEvict reported %d evictions, want %d", n, 5+31-maxSessions)
+	}
+
+	// Once the window ends, the tombstone goes like any dead record.
+	later := record("", far)
+	later.Created = base.Add(3 * time.Minute)
+	mustCreate(t, s, "later", later)
+	if _, err := s.Find(ctx, "rotated", base); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ended tombstone after a create at its end: Find error %v, want ErrNotFound", err)
+	}
+}
+
+// TestOnlyLoggedInLeft checks the last resorts: with only logged-in
+// sessions left, a new session evicts the least recently used of them and
+// OnEvictLoggedIn hears of it; the new session itself is never evicted;
+// with only tombstones in their window left the store goes over its bound
+// instead of cutting a window short.
+func TestOnlyLoggedInLeft(t *testing.T) {
+	t.Parallel()
+	var loggedOut atomic.Int64
+	s := newStore(t, memstore.Options{MaxSessions: 2, OnEvictLoggedIn: func(n int) { loggedOut.Add(int64(n)) }})
+	ctx := t.Context()
+	far := base.Add(time.Hour)
+	mustCreate(t, s, "a", record("alice", far))
+	mustCreate(t, s, "b", record("bob", far))
+	mustCreate(t, s, "anon-1", record("", far))
+	mustCreate(t, s, "anon-2", record("", far))
+	for key, alive := range map[string]bool{"a": false, "b": true, "anon-1": false, "anon-2": true} {
+		if _, err := s.Find(ctx, key, base); (err == nil) != alive {
+			t.Errorf("%s: Find error %v, want alive %v", key, err, alive)
+		}
+	}
+	if n := loggedOut.Load(); n != 1 {
+		t.Errorf("OnEvictLoggedIn reported %d, want 1", n)
+	}
+
+	tombs := newStore(t, memstore.Options{MaxSessions: 2})
+	for _, key := range []string{"x", "y"} {
+		mustCreate(t, tombs, key, record("", far))
+		if err := tombs.Rotate(ctx, key, 1, "0123456789ab", base.Add(2*time.Minute), base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate(t, tombs, "new", record("", far))
+	if n := tombs.Len(); n != 3 {
+		t.Errorf("Len = %d, want 3: two tombstones in their window and the new session", n)
+	}
+	if _, err := tombs.Find(ctx, "new", base); err != nil {
+		t.Errorf("the created session: %v", err)
+	}
+}
