@@ -86,8 +86,16 @@ const DefaultGrace = 30 * time.Second
 const maxGrace = 10 * time.Minute
 
 // maxCookies bounds how many cookies of a legacy name are tried, so a
-// request stuffed with them cannot buy many HMACs.
+// request stuffed with them cannot buy many HMACs. The first maxCookies, in
+// the order the browser sent them, are tried; the rest are ignored.
 const maxCookies = 8
+
+// Refusal reasons that leave the legacy cookies in the browser: a planted
+// cookie must not get the victim's real one expired.
+const (
+	reasonTooMany   = "too many legacy cookies"
+	reasonAmbiguous = "ambiguous: two legacy cookies verify"
+)
 
 // Config is one `adopt koa|express { ... }` block. It is embedded in the
 // Caddy module's JSON config; Keys hold placeholders there ({env.X}), which
@@ -321,8 +329,10 @@ type Legacy struct {
 	// lifetimes apply to the adopted session.
 	Expires time.Time
 	// Expire holds the Set-Cookie header values that make the browser
-	// forget the legacy cookie(s): add them to the response for
-	// OutcomeAdopted and OutcomeRefused. Empty for OutcomeJoined, so a
+	// forget the legacy cookie(s): add them to the response whenever they
+	// are there. Set for OutcomeAdopted and OutcomeRefused, except a
+	// refusal for too many or ambiguous legacy cookies (a planted cookie
+	// must not get the real one expired). Empty for OutcomeJoined, so a
 	// response that carries no gateway cookie never leaves the browser
 	// without a session. They are strings, not http.Cookie, because
 	// legacy names such as koa's old "koa:sess" are not RFC 6265 tokens
@@ -331,6 +341,8 @@ type Legacy struct {
 	// Reason says why the session was refused, for one info log line.
 	Reason string
 
+	// keep marks a refusal that must not expire the legacy cookies.
+	keep    bool
 	release func(ctx context.Context) error
 }
 
@@ -485,7 +497,7 @@ func (s *Source) Adopt(ctx context.Context, r *http.Request, now time.Time, key 
 	if err != nil {
 		return nil, err
 	}
-	if leg.Outcome == OutcomeAdopted || leg.Outcome == OutcomeRefused {
+	if leg.Outcome == OutcomeAdopted || leg.Outcome == OutcomeRefused && !leg.keep {
 		leg.Expire = s.expired(tls)
 	}
 	return leg, nil
@@ -515,14 +527,27 @@ func unquote(v string) string {
 	return v
 }
 
+// firstCookies returns the first maxCookies of values, and whether there
+// were more.
+func firstCookies(values []string) ([]string, bool) {
+	if len(values) > maxCookies {
+		return values[:maxCookies], true
+	}
+	return values, false
+}
+
 // verdict ends the check of legacy cookies: value when exactly one
-// distinct value verified (found counts them), or why there is none.
-func verdict(value string, found int) (string, string) {
+// distinct value verified (found counts them), or why there is none. over
+// says cookies past maxCookies were left untried: then none verifying is
+// "too many legacy cookies", since the real one may be among the rest.
+func verdict(value string, found int, over bool) (string, string) {
 	switch {
+	case found == 0 && over:
+		return "", reasonTooMany
 	case found == 0:
 		return "", "bad signature"
 	case found > 1:
-		return "", "ambiguous: two legacy cookies verify"
+		return "", reasonAmbiguous
 	}
 	return value, ""
 }

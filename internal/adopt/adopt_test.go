@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -553,6 +554,33 @@ func testTossing(t *testing.T, l *legacyApp) {
 	both, _, _ := l.adopt(t, append(l.login(t, "user=ivan"), other...), now)
 	if both.Outcome != OutcomeRefused || !strings.HasPrefix(both.Reason, "ambiguous") {
 		t.Fatalf("two real sessions: %v %q", both.Outcome, both.Reason)
+	}
+	if len(both.Expire) != 0 {
+		t.Errorf("an ambiguous refusal expires the legacy cookies: %q", both.Expire)
+	}
+
+	// Issue 17 item 5: a flood of junk legacy cookies. The browser sends
+	// the older, real cookie first: the first maxCookies are tried, so
+	// the junk behind it does not block the adoption.
+	var junk []*http.Cookie
+	for i := range maxCookies {
+		junk = append(junk, &http.Cookie{Name: l.src.name, Value: fmt.Sprintf("s%%3Ajunk%d.AAAA", i)})
+		if l.cfg.Kind == KindKoa {
+			junk = append(junk, &http.Cookie{Name: l.src.name + ".sig", Value: "AAAA"})
+		}
+	}
+	flood, _, _ := l.adopt(t, append(l.login(t, "user=mallory"), junk...), now)
+	if flood.Outcome != OutcomeAdopted || !bytes.Contains(flood.Data, []byte(`"mallory"`)) {
+		t.Fatalf("real cookie first, %d junk after it: %v %q", maxCookies, flood.Outcome, flood.Reason)
+	}
+	// Junk first: the real cookie is past the cap. Refused, and the real
+	// cookie is not expired.
+	blocked, _, _ := l.adopt(t, append(junk, l.login(t, "user=niaj")...), now)
+	if blocked.Outcome != OutcomeRefused || blocked.Reason != "too many legacy cookies" {
+		t.Fatalf("%d junk cookies first: %v %q", maxCookies, blocked.Outcome, blocked.Reason)
+	}
+	if len(blocked.Expire) != 0 {
+		t.Errorf("a too-many refusal expires the legacy cookies: %q", blocked.Expire)
 	}
 }
 

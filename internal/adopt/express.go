@@ -15,7 +15,8 @@ import (
 )
 
 // expressSID takes the express-session cookies out of h and returns the
-// session id of the one that verifies. The value is URL-decoded (the
+// session id of the one that verifies (the first maxCookies are tried, in
+// the order the browser sent them). The value is URL-decoded (the
 // cookie package decodes values that contain "%"), must start with "s:",
 // and the rest is "<sid>.<signature>" where the signature is HMAC-SHA256
 // of sid under one of the secrets in standard base64 without "=" padding
@@ -24,12 +25,10 @@ import (
 // them.
 func (s *Source) expressSID(h http.Header) (sid, reason string) {
 	values := cookie.TakeAll(h, s.name)
-	switch {
-	case len(values) == 0:
+	if len(values) == 0 {
 		return "", ""
-	case len(values) > maxCookies:
-		return "", "too many legacy cookies"
 	}
+	values, over := firstCookies(values)
 	found := 0
 	for _, v := range values {
 		id, ok := s.expressVerify(unquote(v))
@@ -38,7 +37,7 @@ func (s *Source) expressSID(h http.Header) (sid, reason string) {
 			sid = id
 		}
 	}
-	return verdict(sid, found)
+	return verdict(sid, found, over)
 }
 
 func (s *Source) expressVerify(v string) (sid string, ok bool) {

@@ -60,7 +60,8 @@ func (k *keygrip) verify(data, digest string) bool {
 // koaValue takes the koa cookies out of h and returns the value of the
 // session cookie whose "<name>.sig" cookie verifies over "<name>=<value>",
 // as the cookies module does for a signed get. Several cookies of the name
-// (cookie tossing) are tried; two different values that both verify are
+// (cookie tossing) are tried, the first maxCookies of each name in the
+// order the browser sent them; two different values that both verify are
 // ambiguous.
 func (s *Source) koaValue(h http.Header) (value, reason string) {
 	values := cookie.TakeAll(h, s.name)
@@ -72,9 +73,9 @@ func (s *Source) koaValue(h http.Header) (value, reason string) {
 		return "", "signature cookie without its session cookie"
 	case len(sigs) == 0:
 		return "", "no signature cookie"
-	case len(values) > maxCookies || len(sigs) > maxCookies:
-		return "", "too many legacy cookies"
 	}
+	values, over := firstCookies(values)
+	sigs, overSigs := firstCookies(sigs)
 	found := 0
 	for _, v := range values {
 		v = unquote(v)
@@ -89,7 +90,7 @@ func (s *Source) koaValue(h http.Header) (value, reason string) {
 			break
 		}
 	}
-	return verdict(value, found)
+	return verdict(value, found, over || overSigs)
 }
 
 // adoptKoaStore adopts a koa-session whose cookie holds the external key
@@ -162,8 +163,13 @@ func decodeBase64(s string) ([]byte, error) {
 }
 
 func refusedOrNone(reason string) *Legacy {
-	if reason == "" {
+	switch reason {
+	case "":
 		return &Legacy{Outcome: OutcomeNone}
+	case reasonTooMany, reasonAmbiguous:
+		// The real legacy cookie may be among them: a planted cookie must
+		// not get it expired.
+		return &Legacy{Outcome: OutcomeRefused, Reason: reason, keep: true}
 	}
 	return refused(reason)
 }
