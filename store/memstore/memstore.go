@@ -113,8 +113,8 @@ type entry struct {
 	// login is Record.Login as Create was given it; rec does not keep it
 	// (Update's records replace rec).
 	login bool
-	// list is the use list e is on, chosen by its class (see classOf).
-	list *entry
+	// class is the use list e is on (see classOf).
+	class uint8
 
 	prev, next *entry // the use list, most recent first
 }
@@ -400,7 +400,7 @@ func (s *Store) Rotate(_ context.Context, key string, version int64, successor s
 		// they were made, as the gateway gives every window one length.
 		s.unlink(e)
 		l := &s.lists[tombstoneList]
-		e.list, e.next, e.prev = l, l, l.prev
+		e.class, e.next, e.prev = tombstoneList, l, l.prev
 		e.prev.next = e
 		l.prev = e
 	}
@@ -546,20 +546,21 @@ func (s *Store) sweepLoop(interval time.Duration) {
 
 // classOf is the use list e belongs on: tombstones, logged-in sessions
 // (a subject, or created by a regenerate), or anonymous ones.
-func (s *Store) classOf(e *entry) *entry {
+func classOf(e *entry) uint8 {
 	switch {
 	case e.tombstone:
-		return &s.lists[tombstoneList]
+		return tombstoneList
 	case e.login || e.rec.Subject != "":
-		return &s.lists[loggedInList]
+		return loggedInList
 	}
-	return &s.lists[anonymousList]
+	return anonymousList
 }
 
 // link puts e at the front of its class's use list. The caller holds s.mu.
 func (s *Store) link(e *entry) {
-	l := s.classOf(e)
-	e.list, e.prev, e.next = l, l, l.next
+	e.class = classOf(e)
+	l := &s.lists[e.class]
+	e.prev, e.next = l, l.next
 	e.next.prev = e
 	l.next = e
 }
@@ -567,12 +568,12 @@ func (s *Store) link(e *entry) {
 // unlink takes e out of its use list. The caller holds s.mu.
 func (s *Store) unlink(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
-	e.prev, e.next, e.list = nil, nil, nil
+	e.prev, e.next = nil, nil
 }
 
 // use moves e to the front of its use list. The caller holds s.mu.
 func (s *Store) use(e *entry) {
-	if e.list.next != e {
+	if s.lists[e.class].next != e {
 		s.unlink(e)
 		s.link(e)
 	}
@@ -634,7 +635,7 @@ func (s *Store) replace(e *entry, rec *store.Record) {
 	} else {
 		e.rec = rec
 	}
-	if s.classOf(e) != e.list {
+	if classOf(e) != e.class {
 		s.unlink(e)
 		s.link(e)
 	}
