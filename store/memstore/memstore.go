@@ -66,9 +66,9 @@ import (
 const DefaultSweepInterval = time.Minute
 
 // DefaultMaxSessions is the bound on stored records when
-// Options.MaxSessions is zero. At about 0.6 KB per small session (about
+// Options.MaxSessions is zero. At about 0.8 KB per small session (about
 // 9 KB at the default size cap; TestMemoryPerSession measures both) it
-// keeps the store near 60 MB in the common case.
+// keeps the store near 80 MB in the common case.
 const DefaultMaxSessions = 100_000
 
 // Options configure a Store. The zero value is ready to use.

@@ -13,10 +13,11 @@ import (
 )
 
 // TestMemoryPerSession holds the figure the docs give for the memory
-// store (docs/caddyfile.md, max_sessions): about 0.6 KB per small session
+// store (docs/caddyfile.md, max_sessions): about 0.8 KB per small session
 // and about 9 KB at the default size cap. It measures the live heap a
 // full store of each kind holds: key, record, data, use list, key map and
-// subject index, each session with its own subject as a logged-in user's.
+// subject index, each session a logged-in user's, with its own subject,
+// User-Agent and address.
 //
 // It is not parallel, so no other test of the package allocates while it
 // measures (parallel tests wait until the sequential ones are done).
@@ -29,8 +30,8 @@ func TestMemoryPerSession(t *testing.T) {
 		n     int
 		limit float64 // bytes per session the docs' figure allows
 	}{
-		{"small session with a subject", small, 20_000, 640},
-		{"session at the default size cap", atCap, 2_000, 9 * 1024},
+		{"small session of a logged-in user", small, 20_000, 850},
+		{"session at the default size cap", atCap, 2_000, 9400},
 	} {
 		perSession := measure(t, c.n, c.data)
 		t.Logf("%s (%d bytes of data): %.0f bytes per session", c.name, len(c.data), perSession)
@@ -40,6 +41,9 @@ func TestMemoryPerSession(t *testing.T) {
 	}
 }
 
+// userAgent is a browser's User-Agent as a record keeps it.
+const userAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
 // measure fills a store with n sessions holding data and returns the heap
 // they take, per session.
 func measure(t *testing.T, n int, data string) float64 {
@@ -48,7 +52,13 @@ func measure(t *testing.T, n int, data string) float64 {
 	before := liveHeap()
 	s := memstore.New(memstore.Options{MaxSessions: n, SweepInterval: -1})
 	for i := range n {
-		rec := &store.Record{Data: []byte(data), Subject: fmt.Sprint("user-", i), Created: now, Updated: now, Expires: now.Add(time.Hour)}
+		rec := &store.Record{
+			Data: []byte(data), Subject: fmt.Sprint("user-", i), Login: true,
+			// Each request's header strings are its own, and the record
+			// keeps them.
+			UserAgent: string([]byte(userAgent)), Addr: string([]byte("203.0.113.0/24")),
+			Created: now, Updated: now, Expires: now.Add(time.Hour),
+		}
 		if err := s.Create(t.Context(), cookie.Key(cookie.NewToken()), rec); err != nil {
 			t.Fatal(err)
 		}
