@@ -71,6 +71,9 @@ func walk(t *testing.T, lang string, s site) {
 	if !strings.Contains(r.body, `href="/account"`) {
 		t.Errorf("home page has no link to /account:\n%s", r.body)
 	}
+	if strings.Contains(r.body, `id="whoami"`) || strings.Contains(r.body, `action="/logout"`) {
+		t.Errorf("home page of a visitor shows a user or a Log out button:\n%s", r.body)
+	}
 
 	// Without a session the backend gets an empty one, marked new.
 	r = visitor.get("/debug/headers", nil)
@@ -108,6 +111,11 @@ func walk(t *testing.T, lang string, s site) {
 	for want := 1; want <= 3; want++ {
 		visitor.account("/account?tab=1", "alice", want)
 	}
+	// Every page, public ones included, says who is logged in and has a
+	// Log out button (a POST form).
+	for _, path := range []string{"/", "/login", "/no-such-page"} {
+		visitor.get(path, nil).expectWhoami("alice")
+	}
 
 	// Spoofed session headers, in every spelling, never reach the backend:
 	// the page still shows alice and the counter goes on from 3.
@@ -132,14 +140,35 @@ func walk(t *testing.T, lang string, s site) {
 	}
 
 	// Logging in again (next is another site, so it is ignored) regenerates
-	// the session: new token, data kept, the old cookie dead.
-	// The name is not ASCII: each app must escape it in its header JSON.
-	second := visitor.login("Zoë", "//evil.example/", "/account")
+	// the session: new token, the old cookie dead. The login replaces the
+	// data (X-Session-Update + regenerate): nothing of alice's session, her
+	// visits, carries over to the next user, so the counter starts again.
+	// The name is not ASCII: each app must escape it in its header JSON, and
+	// shows the JSON decoded, the name as written.
+	second := visitor.login("Zoë Müller", "//evil.example/", "/account")
 	if second == first {
 		t.Errorf("login did not change the session cookie")
 	}
-	visitor.account("/account", "Zoë", 5)
+	r = visitor.account("/account", "Zoë Müller", 1)
+	if snap := sessionRE.FindStringSubmatch(r.body); snap == nil || strings.Contains(snap[1], "visits") ||
+		!strings.Contains(snap[1], "Zoë Müller") || strings.Contains(snap[1], `\u00`) {
+		t.Errorf("first page after the login: X-Session shown as %q, want only the new user, decoded (Zoë Müller)", snap)
+	}
+	if !strings.Contains(r.body, `id="snapshot"`) {
+		t.Errorf("account page does not explain the snapshot (#snapshot):\n%s", r.body)
+	}
+	r.expectWhoami("Zoë Müller")
 	replay(t, base, first)
+
+	// Logout is POST only: a GET (a link, or an image on another site) is
+	// refused and changes nothing.
+	r = visitor.get("/logout", nil)
+	r.expect(http.StatusMethodNotAllowed)
+	if allow := r.header.Get("Allow"); allow != "POST" {
+		t.Errorf("GET /logout: Allow %q, want POST", allow)
+	}
+	r.noSetCookie()
+	visitor.account("/account", "Zoë Müller", 2)
 
 	// Logout: the session is gone for this browser and for its cookie.
 	r = visitor.post("/logout", nil)
@@ -148,12 +177,9 @@ func walk(t *testing.T, lang string, s site) {
 	visitor.get("/account", nil).expectLogin("/account")
 	replay(t, base, second)
 
-	// GET /logout works too.
 	third := visitor.login("carol", `/\evil.example`, "/account")
 	visitor.account("/account", "carol", 1)
-	r = visitor.get("/logout", nil)
-	r.expect(http.StatusSeeOther)
-	r.expectLocation("/")
+	visitor.post("/logout", nil).expect(http.StatusSeeOther)
 	replay(t, base, third)
 
 	// Caddy's log never holds a session token.
@@ -295,10 +321,24 @@ func (c *client) login(name, next, wantLocation string) string {
 var (
 	userRE    = regexp.MustCompile(`id="user">([^<]*)<`)
 	counterRE = regexp.MustCompile(`id="counter">(\d+)<`)
+	sessionRE = regexp.MustCompile(`(?s)id="session">(.*?)</pre>`)
+	whoamiRE  = regexp.MustCompile(`id="whoami">([^<]*)<`)
 )
 
+// expectWhoami checks that a page names the logged-in user in its header
+// and has a Log out button that POSTs.
+func (r *reply) expectWhoami(user string) {
+	r.t.Helper()
+	if m := whoamiRE.FindStringSubmatch(r.body); m == nil || m[1] != user {
+		r.t.Errorf("%s: page header shows user %q, want %q:\n%s", r.req, m, user, r.body)
+	}
+	if !strings.Contains(r.body, `<form method="post" action="/logout"`) {
+		r.t.Errorf("%s: page has no Log out form (POST /logout):\n%s", r.req, r.body)
+	}
+}
+
 // account loads a protected page and checks the user and counter it shows.
-func (c *client) account(path, user string, counter int, h ...http.Header) {
+func (c *client) account(path, user string, counter int, h ...http.Header) *reply {
 	c.t.Helper()
 	var hdr http.Header
 	if len(h) > 0 {
@@ -315,6 +355,7 @@ func (c *client) account(path, user string, counter int, h ...http.Header) {
 	if !strings.Contains(r.body, `id="session"`) || !strings.Contains(r.body, `id="logout"`) {
 		c.t.Errorf("%s: page lacks #session or #logout:\n%s", r.req, r.body)
 	}
+	return r
 }
 
 func (r *reply) expect(status int) {

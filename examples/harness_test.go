@@ -2,6 +2,8 @@ package examples
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -181,6 +184,40 @@ func need(t *testing.T, names ...string) string {
 	return ""
 }
 
+// npmCI installs dir's npm packages from its package-lock.json (npm ci),
+// unless node_modules was installed from this very lockfile already.
+func npmCI(t *testing.T, dir string) {
+	t.Helper()
+	npmOnce.Do(func() { npmErr = npmInstall(need(t, "npm"), dir) })
+	if npmErr != nil {
+		t.Fatal(npmErr)
+	}
+}
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+)
+
+func npmInstall(npm, dir string) error {
+	lock, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(lock)
+	want := hex.EncodeToString(sum[:])
+	stamp := filepath.Join(dir, "node_modules", ".lock-sha256")
+	if got, err := os.ReadFile(stamp); err == nil && string(got) == want {
+		return nil
+	}
+	cmd := exec.Command(npm, "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in %s (needs the npm registry): %v\n%s", dir, err, out)
+	}
+	return os.WriteFile(stamp, []byte(want), 0o644)
+}
+
 // site is an example app with Caddy in front of it.
 type site struct {
 	base  string // Caddy's URL
@@ -211,6 +248,7 @@ func serve(t *testing.T, lang, caddyfile string, env ...string) site {
 		port := strconv.Itoa(freePort(t))
 		args := []string{need(t, "python3"), "app.py"}
 		if lang == "node" {
+			npmCI(t, dir)
 			args = []string{need(t, "node", "nodejs"), "server.js"}
 		}
 		app := start(t, lang, dir, []string{"APP_PORT=" + port}, args...)

@@ -112,13 +112,20 @@ func sessionsWalk(t *testing.T, s site) {
 	// A subject that could steer the admin path elsewhere is not proxied:
 	// "%68enry" would be unescaped to henry, "henry?x" and "henry#x" would
 	// cut the path at henry, and "henry/.." would be another path.
-	for _, name := range []string{"%68enry", "henry?store=none", "henry#x", "henry/..", ".henry", "..", "henry\\x"} {
+	// The page says so (the limit of this route until a listing by session
+	// exists), instead of a failed list.
+	for _, name := range []string{"%68enry", "henry?store=none", "henry#x", "henry/..", ".henry", "..", "henry\\x", "bob/ops"} {
 		c := newClient(t, s.base)
 		c.login(name, "/account", "/account")
 		r := c.get("/account/sessions.json", http.Header{"Accept": {"application/json"}})
 		r.expect(http.StatusNotFound)
 		if strings.Contains(r.body, laptopID) || !strings.Contains(r.body, `"error"`) {
 			t.Errorf("subject %q: /account/sessions.json = %s, want the route's 404 error", name, r.body)
+		}
+		r = c.get("/account/sessions", nil)
+		r.expect(http.StatusOK)
+		if !strings.Contains(r.body, `id="sessions-limit"`) || strings.Contains(r.body, "/account/sessions.json") {
+			t.Errorf("subject %q: /account/sessions does not state the limit:\n%s", name, r.body)
 		}
 	}
 	// Names that fit are listed, non-ASCII letters included.

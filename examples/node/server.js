@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-// A tiny app with server-side sessions, no npm dependencies.
+// A tiny Express app with server-side sessions, and no session code.
 //
 // It runs behind Caddy with the `session` handler, which does all the session
 // work: the app reads the session from the X-Session request header and
-// changes it with X-Session-Patch / X-Session-Control response headers.
+// changes it with X-Session-Update / X-Session-Patch / X-Session-Control
+// response headers. No express-session, no cookie handling, no store.
 //
-//   APP_PORT=8000 node server.js
+//   npm ci && APP_PORT=8000 node server.js
 'use strict';
 
-const http = require('node:http');
+const express = require('express');
 
 // JSON for a header value: escape everything outside ASCII, because Node
 // would send those characters as Latin-1 bytes (or refuse them).
@@ -32,162 +33,165 @@ function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function page(title, body) {
-  return `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>${esc(title)}</title></head>
-<body>
-<nav><a href="/">Home</a> | <a href="/account">Account</a> | <a href="/login">Log in</a></nav>
-<h1>${esc(title)}</h1>
-${body}
-</body>
-</html>
-`;
-}
-
 // Caddy always sends X-Session ({} without a session) and strips any
 // client-sent header of that name, so this JSON can be trusted.
-function session(req) {
+function readSession(req) {
   try {
-    const data = JSON.parse(req.headers['x-session'] || '{}');
+    const data = JSON.parse(req.get('X-Session') || '{}');
     return data && typeof data === 'object' && !Array.isArray(data) ? data : {};
   } catch {
     return {};
   }
 }
 
-function send(res, status, body, type = 'text/html; charset=utf-8', headers = {}) {
-  res.writeHead(status, {
-    'Content-Type': type,
-    'Content-Length': Buffer.byteLength(body),
+// The logged-in user ({name}) of the session data, or null.
+function userOf(data) {
+  return data.user && typeof data.user === 'object' && !Array.isArray(data.user) ? data.user : null;
+}
+
+// Every page's header: who is logged in, with a Log out button. Logging out
+// changes state, so it is a POST form, never a link: a GET (a link or an
+// image on another site) must not log anyone out.
+function nav(user) {
+  const links = '<a href="/">Home</a> | <a href="/account">Account</a>';
+  if (!user) return `<nav>${links} | <a href="/login">Log in</a></nav>`;
+  return `<nav>${links} | Logged in as <b id="whoami">${esc(user.name)}</b>
+<form method="post" action="/logout" style="display:inline"><button id="logout" type="submit">Log out</button></form></nav>`;
+}
+
+// Sends an HTML page whose header shows who is logged in.
+function page(req, res, status, title, body) {
+  res.status(status).set({
+    'Content-Type': 'text/html; charset=utf-8',
     'Cache-Control': 'no-store',
-    ...headers,
-  });
-  res.end(body);
+  }).send(`<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>${esc(title)}</title></head>
+<body>
+${nav(userOf(req.sessionData))}
+<h1>${esc(title)}</h1>
+${body}
+</body>
+</html>
+`);
 }
 
-// 303: the browser follows a POST with a GET.
-function redirect(res, location, headers = {}) {
-  send(res, 303, '', 'text/html; charset=utf-8', { Location: location, ...headers });
-}
-
-function loginForm(res, next, error = '') {
+function loginForm(req, res, next, error = '') {
   const err = error ? `<p id="error">${esc(error)}</p>` : '';
-  send(res, error ? 400 : 200, page('Log in', `${err}
+  page(req, res, error ? 400 : 200, 'Log in', `${err}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="${esc(safeNext(next))}">
 <label for="name">Name</label>
 <input id="name" name="name" maxlength="100" required autofocus>
 <button id="submit" type="submit">Log in</button>
-</form>`));
+</form>`);
 }
 
-function login(res, name, next) {
+const app = express();
+app.disable('x-powered-by');
+app.set('etag', false);
+app.use(express.urlencoded({ extended: false, limit: '64kb' }));
+app.use((req, res, next) => {
+  req.sessionData = readSession(req);
+  next();
+});
+
+app.get('/', (req, res) => {
+  const user = userOf(req.sessionData);
+  const who = user ? `<p id="status">Logged in as ${esc(user.name)}.</p>` : '<p id="status">You are not logged in.</p>';
+  page(req, res, 200, 'Home', `${who}
+<ul>
+<li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
+<li><a href="/login">Log in</a></li>
+</ul>`);
+});
+
+app.get('/login', (req, res) => loginForm(req, res, String(req.query.next || '')));
+
+app.post('/login', (req, res) => {
+  const name = String(req.body.name || '').trim();
+  const next = String(req.body.next ?? req.query.next ?? '');
   if (!name || name.length > 100) {
-    loginForm(res, next, 'Please enter a name (up to 100 characters).');
+    loginForm(req, res, next, 'Please enter a name (up to 100 characters).');
     return;
   }
-  // Patch writes only the user key; regenerate gives the session a new token
-  // at the privilege change (defeats session fixation).
-  redirect(res, safeNext(next), {
-    'X-Session-Patch': headerJSON({ user: { name } }),
+  // Update replaces the whole session with the new user's data, so nothing
+  // of a previous visitor (or user) carries over; regenerate gives it a new
+  // token at the privilege change (defeats session fixation). Keep a key
+  // across the login by copying it here.
+  res.set({
+    'X-Session-Update': headerJSON({ user: { name } }),
     'X-Session-Control': 'regenerate',
-  });
-}
+  }).redirect(303, safeNext(next)); // 303: the browser follows a POST with a GET
+});
 
-function account(req, res) {
-  const data = session(req);
-  const user = data.user;
-  if (!user || typeof user !== 'object') {
+app.get('/account', (req, res) => {
+  const data = req.sessionData;
+  const user = userOf(data);
+  if (!user) {
     // Caddy's require_session already guards /account; this only matters
     // when the app is reached without it.
-    redirect(res, '/login?next=/account');
+    res.redirect(303, '/login?next=/account');
     return;
   }
   const visits = (Number.isInteger(data.visits) ? data.visits : 0) + 1;
-  send(res, 200, page('Account', `
+  res.set('X-Session-Patch', headerJSON({ visits }));
+  // JSON.parse decoded X-Session's \uXXXX escapes: the page shows the data
+  // as written.
+  page(req, res, 200, 'Account', `
 <p>Hello, <span id="user">${esc(user.name)}</span>.</p>
 <p>Visits: <span id="counter">${visits}</span></p>
 <p>Session as received in X-Session:</p>
 <pre id="session">${esc(JSON.stringify(data, null, 2))}</pre>
-<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<p id="snapshot">This is the snapshot this request was given, before the page's own change: the counter above
+already counts this visit, so it is one ahead of the snapshot's "visits".</p>
 <form method="post" action="/logout-everywhere">
 <button id="logout-everywhere" type="submit">Log out everywhere</button></form>
-`), undefined, { 'X-Session-Patch': headerJSON({ visits }) });
-}
+`);
+});
+
+app.post('/logout', (req, res) => {
+  res.set('X-Session-Control', 'destroy').redirect(303, '/');
+});
 
 // revoke-all ends every session of this session's subject (the Caddyfile's
 // `subject user.name`), this one included. Without a session there is
 // nothing to end, and revoke-all would be refused (502), so only a logged-in
 // user sends it.
-function logoutEverywhere(req, res) {
-  const user = session(req).user;
-  redirect(res, '/', user && typeof user === 'object' ? { 'X-Session-Control': 'revoke-all' } : {});
-}
+app.post('/logout-everywhere', (req, res) => {
+  if (userOf(req.sessionData)) res.set('X-Session-Control', 'revoke-all');
+  res.redirect(303, '/');
+});
 
-function home(req, res) {
-  const user = session(req).user;
-  const who = user ? `<p id="status">Logged in as ${esc(user.name)}.</p>` : '<p id="status">You are not logged in.</p>';
-  send(res, 200, page('Home', `${who}
-<ul>
-<li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
-<li><a href="/login">Log in</a></li>
-</ul>`));
-}
+// Logging out is POST only.
+app.all(['/logout', '/logout-everywhere'], (req, res) => {
+  res.set('Allow', 'POST');
+  page(req, res, 405, 'Method not allowed', '<p>Log out with the button at the top of the page.</p>');
+});
 
 // Every header as received (raw names, repeats joined), so tests can prove
-// what never arrives.
-function debugHeaders(req, res) {
+// what never arrives. Drop it in a real app.
+app.get('/debug/headers', (req, res) => {
   const got = {};
   for (let i = 0; i < req.rawHeaders.length; i += 2) {
     const name = req.rawHeaders[i];
     got[name] = name in got ? `${got[name]}, ${req.rawHeaders[i + 1]}` : req.rawHeaders[i + 1];
   }
-  send(res, 200, JSON.stringify(got), 'application/json');
-}
+  res.type('application/json').send(JSON.stringify(got));
+});
 
-function readForm(req) {
-  return new Promise((resolve, reject) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk) => {
-      body += chunk;
-      if (body.length > 64 * 1024) req.destroy(new Error('form too large'));
-    });
-    req.on('end', () => resolve(new URLSearchParams(body)));
-    req.on('error', reject);
-  });
-}
+app.use((req, res) => page(req, res, 404, 'Not found', '<p>Nothing here.</p>'));
 
-async function handle(req, res) {
-  const url = new URL(req.url, 'http://app.invalid');
-  if (req.method === 'POST') {
-    const form = await readForm(req);
-    if (url.pathname === '/login') {
-      const next = form.get('next') ?? url.searchParams.get('next') ?? '';
-      return login(res, (form.get('name') || '').trim(), next);
-    }
-    if (url.pathname === '/logout') return redirect(res, '/', { 'X-Session-Control': 'destroy' });
-    if (url.pathname === '/logout-everywhere') return logoutEverywhere(req, res);
-    return send(res, 405, page('Method not allowed', ''));
-  }
-  switch (url.pathname) {
-    case '/': return home(req, res);
-    case '/login': return loginForm(res, url.searchParams.get('next') || '');
-    case '/account': return account(req, res);
-    case '/logout': return redirect(res, '/', { 'X-Session-Control': 'destroy' });
-    case '/debug/headers': return debugHeaders(req, res);
-    default: return send(res, 404, page('Not found', '<p>Nothing here.</p>'));
-  }
-}
+// A malformed or oversized form: 400, never a stack trace.
+app.use((err, req, res, next) => { // eslint-disable-line no-unused-vars
+  page(req, res, err.status && err.status < 500 ? err.status : 400, 'Bad request', '');
+});
 
+// Loopback only: nothing may reach the app except through Caddy, which
+// strips client-sent X-Session headers (app.listen(port) alone would listen
+// on every interface).
 const port = Number(process.env.APP_PORT || 8000);
-http.createServer((req, res) => {
-  handle(req, res).catch(() => {
-    if (!res.headersSent) send(res, 400, page('Bad request', ''));
-    else res.destroy();
-  });
-}).listen(port, '127.0.0.1', () => {
+app.listen(port, '127.0.0.1', () => {
   console.log(`node example listening on http://127.0.0.1:${port}`);
 });
 

@@ -29,12 +29,31 @@ def safe_next(value):
     return "/account"
 
 
-def page(title, body):
+def user_of(data):
+    """The logged-in user (a dict with "name") of the session data, or None."""
+    user = data.get("user")
+    return user if isinstance(user, dict) else None
+
+
+def nav(user):
+    """Every page's header: who is logged in, with a Log out button.
+
+    Logging out changes state, so it is a POST form, never a link: a GET
+    (a link or an image on another site) must not log anyone out.
+    """
+    links = '<a href="/">Home</a> | <a href="/account">Account</a>'
+    if user is None:
+        return f'<nav>{links} | <a href="/login">Log in</a></nav>'
+    return f"""<nav>{links} | Logged in as <b id="whoami">{html.escape(str(user.get("name")))}</b>
+<form method="post" action="/logout" style="display:inline"><button id="logout" type="submit">Log out</button></form></nav>"""
+
+
+def page(title, body, user=None):
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{html.escape(title)}</title></head>
 <body>
-<nav><a href="/">Home</a> | <a href="/account">Account</a> | <a href="/login">Log in</a></nav>
+{nav(user)}
 <h1>{html.escape(title)}</h1>
 {body}
 </body>
@@ -42,11 +61,20 @@ def page(title, body):
 """
 
 
-# The account and sessions pages end with these: log out here, or log out on
-# every browser and device at once.
-LOGOUT_FORMS = """<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
-<form method="post" action="/logout-everywhere">
+# The account and sessions pages end with this: log out on every browser and
+# device at once (the Log out button is in every page's header).
+LOGOUT_EVERYWHERE_FORM = """<form method="post" action="/logout-everywhere">
 <button id="logout-everywhere" type="submit">Log out everywhere</button></form>"""
+
+# Caddyfile.example's /account/sessions.json route passes only subjects that
+# fit its vars_regexp to the admin API (rewrite does not escape them); this
+# is the same rule, so the page can say so instead of showing a failed list.
+SESSIONS_NAME_PUNCT = " ._@+'-"
+
+
+def listable(name):
+    return (bool(name) and name[0] not in ". " and
+            all(c.isalnum() or c in SESSIONS_NAME_PUNCT for c in name))
 
 # Fills the sessions table from /account/sessions.json, which Caddy answers
 # itself from its admin API for the logged-in user only (see the Caddyfile):
@@ -100,6 +128,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def page(self, status, title, body, headers=()):
+        """Sends an HTML page whose header shows who is logged in."""
+        self.send(status, page(title, body, user_of(self.session())), headers=headers)
+
     def redirect(self, location, headers=()):
         # 303: the browser follows a POST with a GET.
         self.send(303, "", headers=[("Location", location), *headers])
@@ -115,15 +147,19 @@ class Handler(BaseHTTPRequestHandler):
             self.account()
         elif url.path == "/account/sessions":
             self.sessions()
-        elif url.path == "/logout":
-            self.logout()
+        elif url.path in ("/logout", "/logout-everywhere"):
+            # POST only: a GET must not change state (a link or an image on
+            # another site could send it).
+            self.page(405, "Method not allowed",
+                      "<p>Log out with the button at the top of the page.</p>",
+                      headers=[("Allow", "POST")])
         elif url.path == "/debug/headers":
             # Every header as received, so tests can prove what never arrives.
             # A repeated header is joined so a duplicate cannot hide.
             got = {k: ", ".join(self.headers.get_all(k)) for k in self.headers.keys()}
             self.send(200, json.dumps(got), "application/json")
         else:
-            self.send(404, page("Not found", "<p>Nothing here.</p>"))
+            self.page(404, "Not found", "<p>Nothing here.</p>")
 
     def do_POST(self):
         url = urlsplit(self.path)
@@ -137,62 +173,74 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/logout-everywhere":
             self.logout_everywhere()
         else:
-            self.send(405, page("Method not allowed", ""))
+            self.page(405, "Method not allowed", "", headers=[("Allow", "GET")])
 
     def home(self):
-        user = self.session().get("user") or {}
-        name = html.escape(str(user.get("name")))
-        who = (f'<p id="status">Logged in as {name}.</p>' if user
+        user = user_of(self.session())
+        who = (f'<p id="status">Logged in as {html.escape(str(user.get("name")))}.</p>' if user
                else '<p id="status">You are not logged in.</p>')
-        self.send(200, page("Home", who + """
+        self.page(200, "Home", who + """
 <ul>
 <li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
 <li><a href="/login">Log in</a></li>
-</ul>"""))
+</ul>""")
 
     def login_form(self, nxt, error=""):
         err = f'<p id="error">{html.escape(error)}</p>' if error else ""
-        self.send(400 if error else 200, page("Log in", f"""{err}
+        self.page(400 if error else 200, "Log in", f"""{err}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="{html.escape(safe_next(nxt))}">
 <label for="name">Name</label>
 <input id="name" name="name" maxlength="100" required autofocus>
 <button id="submit" type="submit">Log in</button>
-</form>"""))
+</form>""")
 
     def login(self, name, nxt):
         if not name or len(name) > 100:
             self.login_form(nxt, "Please enter a name (up to 100 characters).")
             return
-        # Patch writes only the user key; regenerate gives the session a new
-        # token at the privilege change (defeats session fixation).
-        patch = json.dumps({"user": {"name": name}})  # ensure_ascii: header-safe
-        self.redirect(safe_next(nxt), [("X-Session-Patch", patch),
+        # Update replaces the whole session with the new user's data, so
+        # nothing of a previous visitor (or user) carries over; regenerate
+        # gives it a new token at the privilege change (defeats session
+        # fixation). Keep a key across the login by copying it here.
+        update = json.dumps({"user": {"name": name}})  # ensure_ascii: header-safe
+        self.redirect(safe_next(nxt), [("X-Session-Update", update),
                                        ("X-Session-Control", "regenerate")])
 
     def account(self):
         data = self.session()
-        user = data.get("user")
-        if not isinstance(user, dict):
+        user = user_of(data)
+        if user is None:
             # Caddy's require_session already guards /account; this only
             # matters when the app is reached without it.
             self.redirect("/login?next=/account")
             return
         visits = data.get("visits")
         visits = (visits if isinstance(visits, int) and not isinstance(visits, bool) else 0) + 1
-        self.send(200, page("Account", f"""
+        # The JSON is decoded and shown as written (ensure_ascii=False):
+        # X-Session escapes non-ASCII as \uXXXX, the page need not.
+        self.page(200, "Account", f"""
 <p>Hello, <span id="user">{html.escape(str(user.get("name")))}</span>.</p>
 <p>Visits: <span id="counter">{visits}</span></p>
 <p>Session as received in X-Session:</p>
-<pre id="session">{html.escape(json.dumps(data, indent=2))}</pre>
+<pre id="session">{html.escape(json.dumps(data, indent=2, ensure_ascii=False))}</pre>
+<p id="snapshot">This is the snapshot this request was given, before the page's own change: the counter above
+already counts this visit, so it is one ahead of the snapshot's "visits".</p>
 <p><a id="sessions-link" href="/account/sessions">Your sessions</a></p>
-{LOGOUT_FORMS}"""), headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
+{LOGOUT_EVERYWHERE_FORM}""", headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
 
     def sessions(self):
-        data = self.session()
-        user = data.get("user")
-        if not isinstance(user, dict):
+        user = user_of(self.session())
+        if user is None:
             self.redirect("/login?next=/account/sessions")
+            return
+        name = str(user.get("name"))
+        if not listable(name):
+            self.page(200, "Your sessions", f"""
+<p id="sessions-limit">The sessions of <span id="user">{html.escape(name)}</span> cannot be listed here: this demo
+passes the name to Caddy's admin API in a URL path, which it cannot escape, so it lists only names of letters, digits,
+spaces and . _ @ + ' - (not starting with a dot or a space). Log out everywhere still ends them all.</p>
+{LOGOUT_EVERYWHERE_FORM}""")
             return
         # X-Session-Meta's id is this session's handle, the same id the list
         # shows, so the page can mark "this device". Caddy sets the header.
@@ -200,8 +248,8 @@ class Handler(BaseHTTPRequestHandler):
             current = str(json.loads(self.headers.get("X-Session-Meta", "{}")).get("id", ""))
         except (ValueError, AttributeError):
             current = ""
-        self.send(200, page("Your sessions", f"""
-<p>Signed in as <span id="user">{html.escape(str(user.get("name")))}</span>.
+        self.page(200, "Your sessions", f"""
+<p>Signed in as <span id="user">{html.escape(name)}</span>.
 Every session of this name, on any browser or device:</p>
 <table id="sessions" data-current="{html.escape(current)}">
 <thead><tr><th>Session</th><th>Started</th><th>Last active</th><th>Expires</th></tr></thead>
@@ -209,11 +257,13 @@ Every session of this name, on any browser or device:</p>
 </table>
 <p id="sessions-status">Loading...</p>
 <noscript><p><a href="/account/sessions.json">The list as JSON</a></p></noscript>
-{LOGOUT_FORMS}
+{LOGOUT_EVERYWHERE_FORM}
 <script>{SESSIONS_JS}</script>
-"""))
+""")
 
     def logout(self):
+        # POST only (do_GET answers 405): destroy ends the session and
+        # clears the cookie.
         self.redirect("/", [("X-Session-Control", "destroy")])
 
     def logout_everywhere(self):
@@ -221,7 +271,7 @@ Every session of this name, on any browser or device:</p>
         # Caddyfile's `subject user.name`), this one included. Without a
         # session there is nothing to end, and revoke-all would be refused
         # (502), so only a logged-in user sends it.
-        if isinstance(self.session().get("user"), dict):
+        if user_of(self.session()) is not None:
             self.redirect("/", [("X-Session-Control", "revoke-all")])
         else:
             self.redirect("/")

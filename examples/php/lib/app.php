@@ -13,6 +13,21 @@ function session(): array
     return is_array($data) ? $data : [];
 }
 
+// The logged-in user (an array with 'name') of the session, or null.
+function current_user(): ?array
+{
+    $user = session()['user'] ?? null;
+    return is_array($user) ? $user : null;
+}
+
+// Replaces the whole session with $data (at login: nothing of the previous
+// visitor carries over). json_encode escapes non-ASCII as \uXXXX, which keeps
+// the header ASCII.
+function session_update(array $data): void
+{
+    header('X-Session-Update: ' . json_encode((object)$data, JSON_THROW_ON_ERROR));
+}
+
 // Changes only the keys given (JSON merge patch); null removes a key.
 // json_encode escapes non-ASCII as \uXXXX, which keeps the header ASCII.
 function session_patch(array $patch): void
@@ -58,18 +73,32 @@ function e($s): string
     return htmlspecialchars((string)$s, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
 }
 
+// Every page's header: who is logged in, with a Log out button. Logging out
+// changes state, so it is a POST form, never a link.
+function nav(): string
+{
+    $links = '<a href="/">Home</a> | <a href="/account">Account</a>';
+    $user = current_user();
+    if ($user === null) {
+        return "<nav>$links | <a href=\"/login\">Log in</a></nav>";
+    }
+    return "<nav>$links | Logged in as <b id=\"whoami\">" . e($user['name'] ?? '') . '</b>
+<form method="post" action="/logout" style="display:inline"><button id="logout" type="submit">Log out</button></form></nav>';
+}
+
 function page(string $title, string $body, int $status = 200): void
 {
     http_response_code($status);
     header('Content-Type: text/html; charset=utf-8');
     header('Cache-Control: no-store');
     $t = e($title);
+    $nav = nav();
     echo <<<HTML
 <!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>$t</title></head>
 <body>
-<nav><a href="/">Home</a> | <a href="/account">Account</a> | <a href="/login">Log in</a></nav>
+$nav
 <h1>$t</h1>
 $body
 </body>

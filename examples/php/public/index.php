@@ -11,8 +11,8 @@ $post = ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST';
 
 switch ($path) {
 case '/':
-    $user = session()['user'] ?? null;
-    $who = is_array($user) ? '<p id="status">Logged in as ' . e($user['name'] ?? '') . '.</p>' : '<p id="status">You are not logged in.</p>';
+    $user = current_user();
+    $who = $user !== null ? '<p id="status">Logged in as ' . e($user['name'] ?? '') . '.</p>' : '<p id="status">You are not logged in.</p>';
     page('Home', $who . '
 <ul>
 <li><a href="/account">Account</a> (needs a session; Caddy sends you to log in)</li>
@@ -25,9 +25,11 @@ case '/login':
     $name = trim(param('name', false));
     // 1 to 100 characters of valid UTF-8 (no mbstring needed).
     if ($post && preg_match('/^.{1,100}$/su', $name) === 1) {
-        // Patch writes only the user key; regenerate gives the session a new
-        // token at the privilege change (defeats session fixation).
-        session_patch(['user' => ['name' => $name]]);
+        // Update replaces the whole session with the new user's data, so
+        // nothing of a previous visitor (or user) carries over; regenerate
+        // gives it a new token at the privilege change (defeats session
+        // fixation). Keep a key across the login by copying it here.
+        session_update(['user' => ['name' => $name]]);
         session_control('regenerate');
         redirect(safe_next($next));
         break;
@@ -58,13 +60,21 @@ case '/account':
 <p>Visits: <span id="counter">' . $visits . '</span></p>
 <p>Session as received in X-Session:</p>
 <pre id="session">' . e(json_encode((object)$data, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)) . '</pre>
-<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>
+<p id="snapshot">This is the snapshot this request was given, before the page\'s own change: the counter above
+already counts this visit, so it is one ahead of the snapshot\'s "visits".</p>
 <form method="post" action="/logout-everywhere">
 <button id="logout-everywhere" type="submit">Log out everywhere</button></form>
 ');
     break;
 
 case '/logout':
+    // POST only: a GET (a link or an image on another site) must not log
+    // anyone out.
+    if (!$post) {
+        header('Allow: POST');
+        page('Method not allowed', '<p>Log out with the button at the top of the page.</p>', 405);
+        break;
+    }
     session_control('destroy');
     redirect('/');
     break;
@@ -75,10 +85,11 @@ case '/logout-everywhere':
     // there is nothing to end, and revoke-all would be refused (502), so only
     // a logged-in user sends it. POST only: it changes state.
     if (!$post) {
-        page('Method not allowed', '', 405);
+        header('Allow: POST');
+        page('Method not allowed', '<p>Log out with the button at the top of the page.</p>', 405);
         break;
     }
-    if (is_array(session()['user'] ?? null)) {
+    if (current_user() !== null) {
         session_control('revoke-all');
     }
     redirect('/');
