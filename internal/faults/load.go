@@ -42,6 +42,10 @@ type Load struct {
 	// Hold makes the upstream wait this long before answering a write,
 	// so more writes are in flight at any moment (Upstream's hold=).
 	Hold time.Duration
+	// HTTP2 makes the clients speak HTTP/2 without TLS (h2c with prior
+	// knowledge, as browsers speak HTTP/2 over TLS); the gateway's server
+	// must allow h2c. Default: HTTP/1.1 with keep-alive.
+	HTTP2 bool
 }
 
 // Event is one request of the load.
@@ -49,7 +53,8 @@ type Event struct {
 	Client     int
 	Kind       string // read, write, destroy
 	Start, End time.Time
-	Status     int // 0 when there was no answer
+	Status     int    // 0 when there was no answer
+	Proto      string // the answer's protocol, such as HTTP/2.0
 	RetryAfter bool
 	Err        string
 }
@@ -90,6 +95,10 @@ func (l *Load) Run(ctx context.Context) *Result {
 		timeout = 15 * time.Second
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: l.Clients, MaxConnsPerHost: 0}
+	if l.HTTP2 {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
 	res := &Result{}
 	var wg sync.WaitGroup
 	for i := range l.Clients {
@@ -153,7 +162,7 @@ func (c *client) do(kind, query string) (Event, []byte) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	ev.End, ev.Status = time.Now(), resp.StatusCode
+	ev.End, ev.Status, ev.Proto = time.Now(), resp.StatusCode, resp.Proto
 	ev.RetryAfter = resp.Header.Get("Retry-After") != ""
 	c.events = append(c.events, ev)
 	return ev, b

@@ -20,20 +20,25 @@ import (
 // TestFaultReloadUnderLoad: the config is reloaded three times (session
 // settings and a header change, the store's settings stay) while writes
 // are in flight. Caddy keeps the listener, and the old server finishes
-// its requests, so every request must answer 2xx, with one exception
-// the reload's drain rules allow: a request sent on a keep-alive
-// connection at the instant the old server closes it as idle gets no
-// answer (EOF). Go's client resends such a request only when it is
-// idempotent (our writes are POSTs, so it does not; browsers resend
-// them). Those are counted and logged, and allowed only while Caddy's
-// log holds no panic. Sessions stay intact, and the pooled MongoDB client
+// its requests, so every request must answer 2xx: none fails and none
+// goes unanswered. Sessions stay intact, and the pooled MongoDB client
 // is reused: a new client would close every connection of the old one,
 // so fewer than half of the connections open before the reloads may
 // close during them (an operation cut short closes its connection).
+//
+// The clients speak HTTP/2 (h2c), as browsers do over TLS. Over HTTP/1.1
+// one loss is outside the gateway's and Caddy's reach: the old server
+// closes its idle keep-alive connections, and a request a client sends
+// on one at that instant is never read and gets no answer (EOF); clients
+// resend it only when it is idempotent (RFC 9112, 9.3.1), so a POST is
+// lost. HTTP/2 closes a connection with GOAWAY naming the last request
+// the server took, and clients resend the others on a new connection.
+// docs/protocol.md states the claim with that limit.
 func TestFaultReloadUnderLoad(t *testing.T) {
 	r := newRig(t, nil)
 	load := r.newLoad()
 	load.Hold = 100 * time.Millisecond // writes in flight at every reload
+	load.HTTP2 = true                  // see above: HTTP/1.1 keep-alive has a race no server can close
 	var accepted, closed int64
 	reload := func(change string) func() {
 		return func() {
@@ -50,14 +55,16 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	)
 	all := faults.Summarize(res.Events, time.Time{}, time.Time{})
 	t.Logf("all: %v", all)
-	if failed := all.Requests - all.OK - all.NoAnswer; failed > 0 {
-		t.Errorf("%d of %d requests answered other than 2xx across the reloads: %v", failed, all.Requests, all)
+	if failed := all.Requests - all.OK; failed > 0 {
+		t.Errorf("%d of %d requests answered other than 2xx or not at all across the reloads: %v", failed, all.Requests, all)
 	}
-	panics := r.logCount("panic")
-	if panics > 0 {
-		t.Errorf("Caddy's log holds %d panics (%d requests got no answer)", panics, all.NoAnswer)
-	} else if all.NoAnswer > 0 {
-		t.Logf("%d requests met a keep-alive connection closed by the old server (allowed drain race): %q", all.NoAnswer, all.Errors)
+	for _, ev := range res.Events {
+		if ev.Status != 0 && ev.Proto != "HTTP/2.0" {
+			t.Fatalf("a request was answered over %s, not HTTP/2: the test does not run what it says", ev.Proto)
+		}
+	}
+	if panics := r.logCount("panic"); panics > 0 {
+		t.Errorf("Caddy's log holds %d panics", panics)
 	}
 	open := accepted - closed
 	newConns, closedConns := r.proxy.Accepted()-accepted, r.proxy.Closed()-closed

@@ -90,6 +90,9 @@ func (r *rig) caddyfile(more, site string) string {
 		output file %s
 		format json
 	}
+	servers {
+		protocols h1 h2 h2c
+	}
 }
 http://127.0.0.1:%d {
 	session {
