@@ -49,6 +49,7 @@ fuzz FuzzCanonicalNumber ./internal/protocol 50000x
 fuzz FuzzTakeVerified ./cookie 50000x
 go -C verify test -run '^$' -fuzz '^FuzzParse$' -fuzztime "${FUZZTIME:-50000x}" .
 fuzz FuzzScope ./internal/protocol 50000x
+fuzz FuzzOpen ./store/mongostore 50000x
 
 # A CI-sized soak (per store) with the Caddy the examples' tests built;
 # scripts/soak.sh 5 is the full run (docs/reliability.md).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -28,6 +29,7 @@ const (
 	fieldSid     = "sid"     // string: the IdP's session id; absent when none
 	fieldUA      = "ua"      // string: the creating request's User-Agent; absent when none
 	fieldAddr    = "ip"      // string: the creating request's coarse address; absent when none
+	fieldDevice  = "dev"     // binary: ua and ip sealed (format 3 only; seal.go)
 )
 
 // formatVersion is the document format this store writes. Format 1 (no f
@@ -58,8 +60,12 @@ func (s *Store) appendData(ctx context.Context, dst []byte, data json.RawMessage
 	return out, nil
 }
 
-// encodeDocument builds the whole format-2 document Create inserts.
+// encodeDocument builds the whole document Create inserts: format 2, or
+// format 3 (sealed) when the store has encryption keys.
 func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Record) (bson.Raw, error) {
+	if s.sealer != nil {
+		return s.encodeSealed(key, rec)
+	}
 	idx, b := bsoncore.AppendDocumentStart(make([]byte, 0, 160+len(rec.Data)))
 	b = bsoncore.AppendStringElement(b, fieldID, key)
 	b = bsoncore.AppendInt32Element(b, fieldFormat, formatVersion)
@@ -84,17 +90,78 @@ func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Recor
 	return bson.Raw(b), err
 }
 
+// encodeSealed builds the format-3 document Create inserts.
+func (s *Store) encodeSealed(key string, rec *store.Record) (bson.Raw, error) {
+	p, err := s.sealData(key, rec)
+	if err != nil {
+		return nil, err
+	}
+	device, err := s.sealer.sealDevice(key, rec.UserAgent, rec.Addr)
+	if err != nil {
+		return nil, err
+	}
+	idx, b := bsoncore.AppendDocumentStart(make([]byte, 0, 200+len(p.blob)+len(device)))
+	b = bsoncore.AppendStringElement(b, fieldID, key)
+	b = bsoncore.AppendInt32Element(b, fieldFormat, formatSealed)
+	b = bsoncore.AppendStringElement(b, fieldKeyID, p.keyID)
+	b = bsoncore.AppendBinaryElement(b, fieldData, 0, p.blob)
+	for _, f := range [...]struct {
+		name string
+		v    []byte
+	}{{fieldSubject, p.subHash}, {fieldSid, p.sidHash}, {fieldDevice, device}} {
+		if f.v != nil {
+			b = bsoncore.AppendBinaryElement(b, f.name, 0, f.v)
+		}
+	}
+	b = bsoncore.AppendDateTimeElement(b, fieldCreated, rec.Created.UnixMilli())
+	b = bsoncore.AppendDateTimeElement(b, fieldUpdated, rec.Updated.UnixMilli())
+	b = bsoncore.AppendDateTimeElement(b, fieldExpires, rec.Expires.UnixMilli())
+	b = bsoncore.AppendInt64Element(b, fieldMaxAge, rec.MaxAge.Milliseconds())
+	b = bsoncore.AppendInt64Element(b, fieldVersion, 1)
+	b, err = bsoncore.AppendDocumentEnd(b, idx)
+	return bson.Raw(b), err
+}
+
+// scratch holds buffers for checking data that is sealed rather than
+// stored as BSON.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// sealData checks that the data could be stored in the clear (the same
+// rules, the same errors: sealing never lets through what the clear form
+// refuses), then seals the subject, the sid and the data for key.
+func (s *Store) sealData(key string, rec *store.Record) (sealedParts, error) {
+	bp := scratch.Get().(*[]byte)
+	buf, err := toBSONWith((*bp)[:0], rec.Data, true)
+	if cap(buf) <= 64<<10 {
+		*bp = buf[:0]
+		scratch.Put(bp)
+	}
+	if err != nil {
+		return sealedParts{}, err
+	}
+	return s.sealer.seal(key, rec)
+}
+
 // errBadDocument is wrapped by errors about a stored document this store
 // cannot read (a field of the wrong type).
 var errBadDocument = errors.New("unreadable session document")
 
-// decodeDocument reads a stored document, of either format, in one pass
-// over its fields. For a tombstone it returns the successor's handle and
-// no record; for a document expired at now, neither (the data is not
-// converted). Fields it does not know are ignored.
-func decodeDocument(raw bson.Raw, now time.Time) (rec *store.Record, successor string, err error) {
+// decodeDocument reads a stored document, of any format this version
+// knows, in one pass over its fields. For a tombstone it returns the
+// successor's handle and no record; for a document expired at now,
+// neither (the data is not converted or opened). Fields it does not know
+// are ignored; a format it does not know is refused. A sealed document is
+// opened with sl (nil: no keys, so a sealed document is sealed under an
+// unknown key); errors about seals are what isSealFailure recognises.
+func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record, successor string, err error) {
 	rec = &store.Record{}
-	var data []byte
+	var (
+		data, blob, subHash, sidHash, device []byte
+		id, keyID                            string
+		format                               int64
+		sealed, hashedSub, hashedSid         bool
+		sealedDevice                         bool
+	)
 	elems := []byte(raw)
 	if len(elems) < 5 {
 		return nil, "", fmt.Errorf("%w: %d bytes", errBadDocument, len(elems))
@@ -109,15 +176,43 @@ func decodeDocument(raw bson.Raw, now time.Time) (rec *store.Record, successor s
 		v := el.Value()
 		key := el.KeyBytes()
 		switch string(key) {
+		case fieldID:
+			id, ok = v.StringValueOK()
+		case fieldFormat:
+			format, ok = v.AsInt64OK()
+		case fieldKeyID:
+			keyID, ok = v.StringValueOK()
 		case fieldData:
-			if v.Type != bsoncore.TypeEmbeddedDocument {
-				return nil, "", fmt.Errorf("%w: field %s has BSON type %v", errBadDocument, fieldData, v.Type)
+			switch v.Type {
+			case bsoncore.TypeEmbeddedDocument:
+				data = v.Data
+			case bsoncore.TypeBinary:
+				var sub byte
+				sub, blob, ok = v.BinaryOK()
+				ok, sealed = ok && sub == 0, true
+			default:
+				ok = false
 			}
-			data = v.Data
 		case fieldSubject:
-			rec.Subject, ok = v.StringValueOK()
+			if v.Type == bsoncore.TypeBinary {
+				var sub byte
+				sub, subHash, ok = v.BinaryOK()
+				ok, hashedSub = ok && sub == 0, true
+			} else {
+				rec.Subject, ok = v.StringValueOK()
+			}
 		case fieldSid:
-			rec.Sid, ok = v.StringValueOK()
+			if v.Type == bsoncore.TypeBinary {
+				var sub byte
+				sub, sidHash, ok = v.BinaryOK()
+				ok, hashedSid = ok && sub == 0, true
+			} else {
+				rec.Sid, ok = v.StringValueOK()
+			}
+		case fieldDevice:
+			var sub byte
+			sub, device, ok = v.BinaryOK()
+			ok, sealedDevice = ok && sub == 0, true
 		case fieldUA:
 			rec.UserAgent, ok = v.StringValueOK()
 		case fieldAddr:
@@ -141,11 +236,38 @@ func decodeDocument(raw bson.Raw, now time.Time) (rec *store.Record, successor s
 			return nil, "", fmt.Errorf("%w: field %s has BSON type %v", errBadDocument, key, v.Type)
 		}
 	}
+	if format > int64(formatSealed) {
+		return nil, "", fmt.Errorf("%w: format %d is newer than this version reads (%d): upgrade every instance first (docs/storage.md)",
+			errBadDocument, format, formatSealed)
+	}
 	if !rec.Expires.After(now) {
 		return nil, "", nil
 	}
 	if successor != "" {
 		return nil, successor, nil
+	}
+	if sealed {
+		if format != int64(formatSealed) {
+			return nil, "", fmt.Errorf("%w: sealed data in a format %d document", errUnopenable, format)
+		}
+		o, err := sl.open(id, keyID, blob, subHash, sidHash)
+		if err != nil {
+			return nil, "", err
+		}
+		rec.Subject, rec.Sid, rec.Data = o.subject, o.sid, o.data
+		rec.UserAgent, rec.Addr = "", ""
+		if sealedDevice {
+			if rec.UserAgent, rec.Addr, err = sl.openDevice(id, device); err != nil {
+				return nil, "", err
+			}
+		}
+		return rec, "", nil
+	}
+	switch {
+	case hashedSub || hashedSid || sealedDevice:
+		return nil, "", fmt.Errorf("%w: sealed fields beside clear data", errUnopenable)
+	case sl != nil && sl.requireSealed:
+		return nil, "", errUnsealed
 	}
 	// The JSON is rarely longer than the BSON it comes from.
 	rec.Data, err = appendJSON(make([]byte, 0, len(data)+len(data)/8+2), data)

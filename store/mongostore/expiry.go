@@ -75,6 +75,9 @@ func (s *Store) setup() {
 	if !s.retry("checking the server", s.checkServer) {
 		return
 	}
+	if !s.retry("checking the encryption keys", s.checkKeys) {
+		return
+	}
 	if !s.retry("building the index on expires", s.expiresIndex) {
 		return
 	}

@@ -136,6 +136,28 @@ type Options struct {
 	// (NewClient and Open only). Tests use it to count round trips.
 	Monitor *event.CommandMonitor
 
+	// EncryptionKeys, when set, seal every document the store writes
+	// (format 3, docs/storage.md): the session data and the subject,
+	// with AES-256-GCM under the first key. Every key opens. Each is 32
+	// random bytes (ParseKey reads the written forms); never a
+	// passphrase. Documents written in the clear before are read as they
+	// are and sealed by their next Update.
+	EncryptionKeys [][]byte
+
+	// SubjectKey is the HMAC-SHA-256 key under which sealed documents
+	// keep their subject (the sub index), 32 random bytes. Required with
+	// EncryptionKeys, refused without them, and must not change when they
+	// rotate: sessions stored under another subject key are not found by
+	// subject.
+	SubjectKey []byte
+
+	// RequireSealed makes documents without a seal read as no session
+	// (counted and logged), so whoever can write to the collection cannot
+	// plant clear session data. Needs EncryptionKeys. Off by default, so
+	// that switching sealing on keeps the sessions written before; turn
+	// it on once they have all been written again or have expired.
+	RequireSealed bool
+
 	// Now is the sweeper's clock. Default time.Now. Store methods take the
 	// time from their callers and never read it.
 	Now func() time.Time
@@ -154,6 +176,9 @@ func (o Options) Validate() error {
 		return fmt.Errorf("mongostore: invalid collection name %q", c)
 	}
 	if _, err := ParseWriteConcern(o.WriteConcern); err != nil {
+		return err
+	}
+	if err := validateSealOptions(o); err != nil {
 		return err
 	}
 	for _, d := range []struct {
@@ -266,6 +291,9 @@ type Store struct {
 	sweepFailing atomic.Bool              // so a sweep failure and the recovery are logged once
 	resumeToken  atomic.Pointer[bson.Raw] // where Watch resumes (watch.go)
 
+	sealer    *sealer // nil: no encryption keys
+	sealFails [sealKinds]sealFailure
+
 	bg        context.Context // background work; Close cancels it
 	cancelBG  context.CancelFunc
 	ready     chan struct{} // closed when the start-up work is done
@@ -317,6 +345,10 @@ func New(client *mongo.Client, opts Options) (*Store, error) {
 	}
 	opts = opts.withDefaults()
 	wc, _ := ParseWriteConcern(opts.WriteConcern) // checked by Validate
+	sl, err := newSealer(opts)
+	if err != nil {
+		return nil, err
+	}
 	coll := client.Database(opts.Database).Collection(opts.Collection, options.Collection().
 		SetWriteConcern(wc).
 		SetReadPreference(readpref.Primary()).
@@ -333,6 +365,7 @@ func New(client *mongo.Client, opts Options) (*Store, error) {
 		w:             wc.W,
 		ready:         make(chan struct{}),
 		probed:        make(chan struct{}),
+		sealer:        sl,
 	}
 	s.bg, s.cancelBG = context.WithCancel(context.Background())
 	s.start()
@@ -382,9 +415,12 @@ func (s *Store) Find(ctx context.Context, key string, now time.Time) (*store.Rec
 	if err != nil {
 		return nil, s.opError("find", err)
 	}
-	rec, successor, err := decodeDocument(raw, now)
+	rec, successor, err := decodeDocument(raw, now, s.sealer)
 	switch {
 	case err != nil:
+		if err = s.notFoundForSeal(key, err, now); err == store.ErrNotFound {
+			return nil, err
+		}
 		return nil, fmt.Errorf("mongostore: find: %w", err)
 	case rec == nil && successor == "":
 		return nil, store.ErrNotFound // expired
@@ -447,31 +483,70 @@ func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now t
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	data, err := s.appendData(ctx, nil, rec.Data)
+	update, err := s.updateOf(ctx, key, rec, now)
 	if err != nil {
 		return fmt.Errorf("mongostore: update: %w", err)
 	}
+	return s.updateOne(ctx, "update", liveAtVersion(key, rec.Version, now), update, store.ErrConflict)
+}
+
+// updateOf is the change Update makes: the whole document but its key
+// and creation time, in the store's format.
+func (s *Store) updateOf(ctx context.Context, key string, rec *store.Record, now time.Time) (bson.D, error) {
+	format, unset := formatVersion, bson.D{{Key: fieldKeyID, Value: ""}}
+	var data, sub, sid any
+	var keyID string
+	if s.sealer != nil {
+		p, err := s.sealData(key, rec)
+		if err != nil {
+			return nil, err
+		}
+		format, keyID, unset, data = formatSealed, p.keyID, nil, bson.Binary{Data: p.blob}
+		if p.subHash != nil {
+			sub = bson.Binary{Data: p.subHash}
+		}
+		if p.sidHash != nil {
+			sid = bson.Binary{Data: p.sidHash}
+		}
+	} else {
+		b, err := s.appendData(ctx, nil, rec.Data)
+		if err != nil {
+			return nil, err
+		}
+		data = bson.Raw(b)
+		if rec.Subject != "" {
+			sub = rec.Subject
+		}
+		if rec.Sid != "" {
+			sid = rec.Sid
+		}
+	}
 	set := bson.D{
-		{Key: fieldFormat, Value: formatVersion},
-		{Key: fieldData, Value: bson.Raw(data)},
+		{Key: fieldFormat, Value: format},
+		{Key: fieldData, Value: data},
 		{Key: fieldUpdated, Value: now},
 		{Key: fieldExpires, Value: rec.Expires},
 		{Key: fieldMaxAge, Value: rec.MaxAge.Milliseconds()},
 		{Key: fieldVersion, Value: rec.Version + 1},
 	}
-	var unset bson.D
-	for _, f := range [...]struct{ name, v string }{{fieldSubject, rec.Subject}, {fieldSid, rec.Sid}} {
-		if f.v != "" {
+	if keyID != "" {
+		set = append(set, bson.E{Key: fieldKeyID, Value: keyID})
+	}
+	for _, f := range [...]struct {
+		name string
+		v    any
+	}{{fieldSubject, sub}, {fieldSid, sid}} {
+		if f.v != nil {
 			set = append(set, bson.E{Key: f.name, Value: f.v})
 		} else {
 			unset = append(unset, bson.E{Key: f.name, Value: ""})
 		}
 	}
 	update := bson.D{{Key: "$set", Value: set}}
-	if unset != nil {
+	if len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	return s.updateOne(ctx, "update", liveAtVersion(key, rec.Version, now), update, store.ErrConflict)
+	return update, nil
 }
 
 // Touch moves the expiry and updated time of the live session under key
@@ -499,15 +574,23 @@ func (s *Store) Rotate(ctx context.Context, key string, version int64, successor
 	}
 	update := bson.D{
 		{Key: "$set", Value: bson.D{
-			{Key: fieldFormat, Value: formatVersion},
+			{Key: fieldFormat, Value: s.format()},
 			{Key: fieldRotated, Value: successor},
 			{Key: fieldUpdated, Value: now},
 			{Key: fieldExpires, Value: until},
 			{Key: fieldVersion, Value: version + 1},
 		}},
-		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}, {Key: fieldSid, Value: ""}}},
+		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}, {Key: fieldSid, Value: ""}, {Key: fieldKeyID, Value: ""}}},
 	}
 	return s.updateOne(ctx, "rotate", liveAtVersion(key, version, now), update, store.ErrConflict)
+}
+
+// format is the format of the documents the store writes.
+func (s *Store) format() int32 {
+	if s.sealer != nil {
+		return formatSealed
+	}
+	return formatVersion
 }
 
 // updateOne runs one update and returns notMatched when no document

@@ -38,7 +38,17 @@ func (s *Store) DeleteBySid(ctx context.Context, sid string) (int, error) {
 	if err := s.writeConcernProblem(); err != nil {
 		return 0, fmt.Errorf("mongostore: delete by sid: %w", err)
 	}
-	return s.deleteMany(ctx, "delete by sid", bson.D{{Key: fieldSid, Value: sid}})
+	return s.deleteMany(ctx, "delete by sid", bson.D{{Key: fieldSid, Value: s.sidMatch(sid)}})
+}
+
+// sidMatch is the value of sid that selects sid's sessions: the clear
+// sid, or with encryption keys its hash and the clear sid (documents
+// written before sealing).
+func (s *Store) sidMatch(sid string) any {
+	if s.sealer == nil {
+		return sid
+	}
+	return bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: s.sealer.sidHash(sid)}, sid}}}
 }
 
 // LimitSubject keeps the n most recently seen live sessions of subject
@@ -54,8 +64,9 @@ func (s *Store) LimitSubject(ctx context.Context, subject string, n int, now tim
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
+	match := s.subjectMatch(subject, !s.requireSealed())
 	filter := bson.D{
-		{Key: fieldSubject, Value: subject},
+		{Key: fieldSubject, Value: match},
 		{Key: fieldExpires, Value: bson.D{{Key: "$gt", Value: now}}},
 	}
 	opts := options.Find().
@@ -81,7 +92,7 @@ func (s *Store) LimitSubject(ctx context.Context, subject string, n int, now tim
 	}
 	return s.deleteMany(ctx, "limit subject", bson.D{
 		{Key: fieldID, Value: bson.D{{Key: "$in", Value: ids}}},
-		{Key: fieldSubject, Value: subject},
+		{Key: fieldSubject, Value: match},
 	})
 }
 
