@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sessiongate/caddy-session/caddymodule/memorystore"
 	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
@@ -32,7 +33,7 @@ func TestMetricsInstrumentedIndex(t *testing.T) {
 		t.Fatal("the instrumented memory store lost its subject index")
 	}
 	// The memory store module holds the memstore: its index is found.
-	m := &MemoryStore{Name: "unit-index"}
+	m := &memorystore.MemoryStore{Name: "unit-index"}
 	if err := m.Provision(caddyCtx(t)); err != nil {
 		t.Fatal(err)
 	}

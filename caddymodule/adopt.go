@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.uber.org/zap"
 
 	"github.com/sessiongate/caddy-session/cookie"
@@ -19,10 +18,17 @@ import (
 // adoptSweepInterval is how often claimed legacy documents are deleted.
 const adoptSweepInterval = time.Minute
 
-// legacyDatabase is implemented by store modules whose database can hold
-// legacy sessions (the MongoDB store).
-type legacyDatabase interface {
-	LegacyDatabase() *mongo.Database
+// adoptBackend is implemented by store modules whose database can hold
+// legacy sessions (the MongoDB store): it builds the source of one adopt
+// block on that database, refusing the store's own collection.
+type adoptBackend interface {
+	NewAdoptSource(cfg adopt.Config, keys [][]byte, check adopt.Check) (*adopt.Source, error)
+}
+
+// newCookieSource builds the source of an adopt block on a store without
+// a database: cookie-only sources work, the others are refused.
+func newCookieSource(cfg adopt.Config, keys [][]byte, check adopt.Check) (*adopt.Source, error) {
+	return adopt.New(cfg, keys, nil, check)
 }
 
 // provisionAdopt builds the legacy session sources and starts their sweep.
@@ -30,12 +36,9 @@ func (h *Handler) provisionAdopt(mod any) error {
 	if len(h.Adopt) == 0 {
 		return nil
 	}
-	var db *mongo.Database
-	if ld, ok := mod.(legacyDatabase); ok {
-		db = ld.LegacyDatabase()
-	}
-	if err := checkOwnCollection(h.Adopt, mod, db); err != nil {
-		return err
+	newSource := newCookieSource
+	if b, ok := mod.(adoptBackend); ok {
+		newSource = b.NewAdoptSource
 	}
 	repl := caddy.NewReplacer()
 	for i, cfg := range h.Adopt {
@@ -43,7 +46,7 @@ func (h *Handler) provisionAdopt(mod any) error {
 		for _, k := range cfg.Keys {
 			keys = append(keys, []byte(repl.ReplaceKnown(k, "")))
 		}
-		src, err := adopt.New(cfg, keys, db, adopt.ProtocolCheck(h.maxValue()))
+		src, err := newSource(cfg, keys, adopt.ProtocolCheck(h.maxValue()))
 		if err != nil {
 			return fmt.Errorf("%v (adopt block %d)", err, i+1)
 		}
@@ -51,23 +54,6 @@ func (h *Handler) provisionAdopt(mod any) error {
 	}
 	h.live.stop = make(chan struct{})
 	go h.sweepAdopted(h.live.stop)
-	return nil
-}
-
-// checkOwnCollection refuses an adopt block that reads the gateway's own
-// sessions collection: adoption would claim and sweep the gateway's
-// sessions.
-func checkOwnCollection(cfgs []adopt.Config, mod any, db *mongo.Database) error {
-	ms, ok := mod.(*MongoDBStore)
-	if !ok || db == nil {
-		return nil
-	}
-	own := stringOr(ms.Collection, "sessions")
-	for _, cfg := range cfgs {
-		if cfg.CollectionName() == own && (cfg.Database == "" || cfg.Database == db.Name()) {
-			return fmt.Errorf("adopt %s: collection %q in database %q is the session store's own; set the legacy app's collection (and database)", cfg.Kind, own, db.Name())
-		}
-	}
 	return nil
 }
 

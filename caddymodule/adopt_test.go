@@ -30,12 +30,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/sessiongate/caddy-session/internal/adopt"
 	"github.com/sessiongate/caddy-session/internal/adopt/adopttest"
 	"github.com/sessiongate/caddy-session/internal/mongotest"
+	"github.com/sessiongate/caddy-session/internal/wiretest"
 )
 
 // The legacy apps sign with legacyKey. The gateway lists a newer key
@@ -107,9 +107,15 @@ type adoptRig struct {
 }
 
 // startAdoptRig starts v's legacy app and the gateway. storeExtra goes into
-// the gateway's store block (a unique timeout gives a client of its own,
-// for a command monitor).
+// the gateway's store block.
 func startAdoptRig(t *testing.T, v adoptVariant, storeExtra string) *adoptRig {
+	t.Helper()
+	return startAdoptRigVia(t, v, storeExtra, nil)
+}
+
+// startAdoptRigVia is startAdoptRig with the gateway talking to MongoDB
+// through proxy, when not nil, so the test sees its commands.
+func startAdoptRigVia(t *testing.T, v adoptVariant, storeExtra string, proxy *wiretest.Proxy) *adoptRig {
 	t.Helper()
 	t.Setenv(legacyKeyEnv, legacyKey)
 	uri, legacyDB := mongotest.Database(t)
@@ -127,7 +133,11 @@ func startAdoptRig(t *testing.T, v adoptVariant, storeExtra string) *adoptRig {
 	rig.legacy = adopttest.Start(t, v.app, o)
 	opts := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tstorage file_system %s\n\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n}\n",
 		t.TempDir(), rig.logPath)
-	body := mongoSessionBody(uri, gwDB, storeExtra, v.adoptBlock(legacyDB))
+	gwURI := uri
+	if proxy != nil {
+		gwURI = proxy.URI()
+	}
+	body := mongoSessionBody(gwURI, gwDB, storeExtra, v.adoptBlock(legacyDB))
 	rig.base = startGateway(t, opts, body, upstream(t)).base
 	return rig
 }
@@ -603,22 +613,21 @@ type storeCommands struct {
 	n   atomic.Int64
 }
 
-func (c *storeCommands) monitor() *event.CommandMonitor {
-	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if dbs := c.dbs.Load(); dbs == nil || !(*dbs)[e.DatabaseName] {
-			return
+// observe is the proxy's observer.
+func (c *storeCommands) observe(cmd wiretest.Command) {
+	if dbs := c.dbs.Load(); dbs == nil || !(*dbs)[cmd.Database] {
+		return
+	}
+	switch cmd.Name {
+	case "find", "update", "insert", "findAndModify", "aggregate", "count":
+	case "delete":
+		if _, err := firstDocument(cmd, "deletes").LookupErr("q", "expires"); err == nil {
+			return // the gateway store's expiry sweep
 		}
-		switch e.CommandName {
-		case "find", "update", "insert", "findAndModify", "aggregate", "count":
-		case "delete":
-			if _, err := e.Command.LookupErr("deletes", "0", "q", "expires"); err == nil {
-				return // the gateway store's expiry sweep
-			}
-		default:
-			return
-		}
-		c.n.Add(1)
-	}}
+	default:
+		return
+	}
+	c.n.Add(1)
 }
 
 // TestAdoptRefused: forged, unknown and expired legacy cookies give no
@@ -626,13 +635,12 @@ func (c *storeCommands) monitor() *event.CommandMonitor {
 // gateway cookie; a forged cookie and a request without legacy cookies
 // cost no store round trip.
 func TestAdoptRefused(t *testing.T) {
-	for i, v := range adoptVariants {
+	for _, v := range adoptVariants {
 		t.Run(v.name, func(t *testing.T) {
 			counter := &storeCommands{}
-			testCommandMonitor = counter.monitor()
-			// A timeout of its own: a client of its own, with the monitor.
-			rig := startAdoptRig(t, v, fmt.Sprintf("\t\t\ttimeout %dms\n", 4340+i))
-			testCommandMonitor = nil
+			proxy := wiretest.NewProxy(t, mongotest.URI(t))
+			proxy.Observe(counter.observe)
+			rig := startAdoptRigVia(t, v, "", proxy)
 			counter.dbs.Store(&map[string]bool{rig.legacyDB: true, rig.gwDB: true})
 
 			b := newBrowser()

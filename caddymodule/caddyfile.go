@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/sessiongate/caddy-session/caddymodule/internal/cfarg"
 	"github.com/sessiongate/caddy-session/internal/adopt"
 )
 
@@ -103,24 +104,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "idle_timeout":
-			h.IdleTimeout, err = durationArg(d)
+			h.IdleTimeout, err = cfarg.Duration(d)
 		case "lifetime":
-			h.Lifetime, err = durationArg(d)
+			h.Lifetime, err = cfarg.Duration(d)
 		case "touch_interval":
-			h.TouchInterval, err = durationArg(d)
+			h.TouchInterval, err = cfarg.Duration(d)
 		case "cookie_name":
-			cc().Name, err = oneArg(d)
+			cc().Name, err = cfarg.One(d)
 		case "cookie_domain":
-			cc().Domain, err = oneArg(d)
+			cc().Domain, err = cfarg.One(d)
 		case "cookie_path":
-			cc().Path, err = oneArg(d)
+			cc().Path, err = cfarg.One(d)
 		case "cookie_same_site":
-			cc().SameSite, err = oneArg(d)
+			cc().SameSite, err = cfarg.One(d)
 		case "cookie_secure":
-			cc().Secure, err = oneArg(d)
+			cc().Secure, err = cfarg.One(d)
 		case "cookie_max_age":
 			var v string
-			if v, err = oneArg(d); err == nil {
+			if v, err = cfarg.One(d); err == nil {
 				if v == "session" {
 					cc().MaxAge = -1
 				} else if dur, perr := caddy.ParseDuration(v); perr == nil {
@@ -130,10 +131,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		case "header_prefix":
-			h.HeaderPrefix, err = oneArg(d)
+			h.HeaderPrefix, err = cfarg.One(d)
 		case "max_update_size":
 			var v string
-			if v, err = oneArg(d); err == nil {
+			if v, err = cfarg.One(d); err == nil {
 				n, perr := humanize.ParseBytes(v)
 				if perr != nil || n > math.MaxInt32 { // range: Validate
 					return d.Errf("bad max_update_size %q: want a size such as 8000 or 8KiB", v)
@@ -141,7 +142,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MaxUpdateSize = int(n)
 			}
 		case "subject":
-			h.Subject, err = oneArg(d)
+			h.Subject, err = cfarg.One(d)
 		case "cross_origin":
 			h.CrossOrigin, err = parseCrossOrigin(d)
 		case "adopt":
@@ -186,7 +187,7 @@ func parseCrossOrigin(d *caddyfile.Dispenser) (*CrossOriginConfig, error) {
 // parseAdopt reads an `adopt koa|express { ... }` block.
 func parseAdopt(d *caddyfile.Dispenser) (adopt.Config, error) {
 	var c adopt.Config
-	kind, err := oneArg(d)
+	kind, err := cfarg.One(d)
 	if err != nil {
 		return c, err
 	}
@@ -197,19 +198,19 @@ func parseAdopt(d *caddyfile.Dispenser) (adopt.Config, error) {
 		case "keys", "secret":
 			c.Keys = append(c.Keys, d.RemainingArgs()...)
 		case "cookie":
-			c.Cookie, err = oneArg(d)
+			c.Cookie, err = cfarg.One(d)
 		case "algorithm":
-			c.Algorithm, err = oneArg(d)
+			c.Algorithm, err = cfarg.One(d)
 		case "collection":
-			c.Collection, err = oneArg(d)
+			c.Collection, err = cfarg.One(d)
 		case "database":
-			c.Database, err = oneArg(d)
+			c.Database, err = cfarg.One(d)
 		case "path":
-			c.Path, err = oneArg(d)
+			c.Path, err = cfarg.One(d)
 		case "domain":
-			c.Domain, err = oneArg(d)
+			c.Domain, err = cfarg.One(d)
 		case "grace":
-			c.Grace, err = durationArg(d)
+			c.Grace, err = cfarg.Duration(d)
 		default:
 			return c, d.Errf("unknown adopt option %q", opt)
 		}
@@ -218,33 +219,6 @@ func parseAdopt(d *caddyfile.Dispenser) (adopt.Config, error) {
 		}
 	}
 	return c, nil
-}
-
-// oneArg reads exactly one argument for the subdirective just read.
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
-}
-
-// durationArg reads one duration for the subdirective just read, naming
-// the subdirective in the error. Its range is Validate's.
-func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	opt := d.Val()
-	v, err := oneArg(d)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := caddy.ParseDuration(v)
-	if err != nil {
-		return 0, d.Errf("bad %s %q: want a duration such as 30m", opt, v)
-	}
-	return caddy.Duration(dur), nil
 }
 
 func parseRequireCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

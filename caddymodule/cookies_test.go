@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/caddy-session/caddymodule/memorystore"
 )
 
 // base64URL is the alphabet of the cookie's base64 (RFC 4648 URL-safe).
@@ -92,9 +94,9 @@ func TestCookieMemoryStoreBoundThroughCaddy(t *testing.T) {
 		}
 		tokens[i] = v.sessionCookie("session")
 	}
-	var mem *MemoryStore
+	var mem *memorystore.MemoryStore
 	for _, h := range liveHandlers() {
-		if m, ok := rawStore(h.store).(*MemoryStore); ok {
+		if m, ok := rawStore(h.store).(*memorystore.MemoryStore); ok {
 			mem = m
 		}
 	}

@@ -151,18 +151,19 @@ type CookieConfig struct {
 
 // liveState is what a handler changes while it serves.
 type liveState struct {
-	// skew moves the handler's clock. Tests move time through a real
-	// Caddy by setting it on the provisioned handlers; it is zero in
-	// production.
-	skew atomic.Int64
 	// warned is set once a dropped response trailer was logged.
 	warned atomic.Bool
 	// stop ends the adopted legacy sessions' sweep; nil without one.
 	stop chan struct{}
 }
 
+// clock is the handlers' clock. Only tests replace it (export_test.go,
+// before any handler runs), to move time through a real Caddy; no config
+// reaches it.
+var clock = time.Now
+
 // now reads the handler's clock.
-func (h *Handler) now() time.Time { return time.Now().Add(time.Duration(h.live.skew.Load())) }
+func (h *Handler) now() time.Time { return clock() }
 
 // headerNames are the protocol's header names for one prefix.
 type headerNames struct {
@@ -210,7 +211,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionStore(ctx); err != nil {
 		return err
 	}
-	registerHandler(h)
 	return nil
 }
 
@@ -250,9 +250,14 @@ func (h *Handler) provisionDefaults() {
 	h.csrf = h.CrossOrigin.protection()
 }
 
+// defaultStore is the store of a handler that names none: the memory
+// store module (package memorystore, which registers it), loaded by name
+// so this package depends on no store module.
+const defaultStore = `{"type":"memory"}`
+
 func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if h.StoreRaw == nil {
-		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
+		h.StoreRaw = json.RawMessage(defaultStore)
 	}
 	mod, err := ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
@@ -262,7 +267,7 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("module %T is not a session store", mod)
 	}
-	if _, ok := st.(*MemoryStore); ok {
+	if describe(st).inProcess {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
 	}
 	if h.metrics, err = provisionMetrics(ctx); err != nil {
@@ -280,7 +285,6 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 // Cleanup unregisters the handler from the admin API and stops the
 // adopted legacy sessions' sweep.
 func (h *Handler) Cleanup() error {
-	unregisterHandler(h)
 	if h.unregisterStore != nil {
 		h.unregisterStore()
 	}

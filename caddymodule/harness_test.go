@@ -317,18 +317,6 @@ func (g *gateway) setCookie(name, value string) {
 	g.jar.SetCookies(req.URL, []*http.Cookie{{Name: name, Value: value, Path: "/"}})
 }
 
-// skew moves the gateway's clock forward for the rest of the test.
-func skew(t testing.TB, d time.Duration) {
-	for _, h := range liveHandlers() {
-		h.live.skew.Add(int64(d))
-	}
-	t.Cleanup(func() {
-		for _, h := range liveHandlers() {
-			h.live.skew.Store(0)
-		}
-	})
-}
-
 // countingStore is a real memory store that counts the calls it gets, so
 // tests can assert that bad cookies cost no store round trip. It is a
 // Caddy module like any store: http.session.stores.counting.

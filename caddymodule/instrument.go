@@ -31,9 +31,8 @@ type indexedStore struct {
 }
 
 // instrument wraps st for metrics under the store label name. The result
-// implements subjectIndex, through idx, if and only if idx is not nil
-// (usually idx is st's own; a store module may hold the store that has
-// the index).
+// implements subjectIndex, through idx (st's own), if and only if idx is
+// not nil.
 func instrument(st store.Store, idx subjectIndex, name string) store.Store {
 	s := &instrumentedStore{Store: st}
 	s.obs, s.errs = storeObservers(name)

@@ -31,31 +31,36 @@ var liveStores struct {
 	m   map[*liveStore]struct{}
 }
 
-// storeDescriber is implemented by store modules that can name
-// themselves for metrics and the admin API and say which stores share
-// their sessions.
+// storeDescriber is implemented by store modules that name themselves
+// for metrics and the admin API (both store modules do).
 type storeDescriber interface {
-	describeStore() storeDescription
+	// DescribeStore returns the store's name (the metrics label and the
+	// admin API's ?store= value) and its identity: two modules with
+	// equal ids share their sessions. inProcess marks a store whose calls
+	// are map operations in this process (the memory store): its calls
+	// are not timed or counted, since under load the timing cost six
+	// times the lookup it timed, and every observation would land in the
+	// first bucket.
+	DescribeStore() (name, id string, inProcess bool)
 }
 
-// storeDescription names a store; see liveStore.
+// storeSizer is implemented by store modules that count their sessions
+// cheaply (the memory store), for caddy_session_active.
+type storeSizer interface {
+	Len() int
+}
+
+// storeDescription names a store; see storeDescriber.
 type storeDescription struct {
-	name, id string
-	size     func() int
-	// idx is the subject index of the store inside the module, for
-	// modules that hold a store rather than being one.
-	idx subjectIndex
-	// inProcess marks a store whose calls are map operations in this
-	// process (the memory store). Its calls are not timed or counted:
-	// under load the timing cost six times the lookup it timed, and
-	// every observation would land in the first bucket.
+	name, id  string
 	inProcess bool
 }
 
 // describe names the store module mod.
 func describe(mod store.Store) storeDescription {
 	if d, ok := mod.(storeDescriber); ok {
-		return d.describeStore()
+		name, id, inProcess := d.DescribeStore()
+		return storeDescription{name: name, id: id, inProcess: inProcess}
 	}
 	name := fmt.Sprintf("%T", mod)
 	if m, ok := mod.(caddy.Module); ok {
@@ -71,15 +76,16 @@ func describe(mod store.Store) storeDescription {
 // Cleanup.
 func registerStore(mod store.Store) (store.Store, func()) {
 	d := describe(mod)
-	if d.idx == nil {
-		d.idx, _ = mod.(subjectIndex)
-	}
+	idx, _ := mod.(subjectIndex)
 	st := mod
 	if !d.inProcess {
-		st = instrument(mod, d.idx, d.name)
+		st = instrument(mod, idx, d.name)
 	}
-	ls := &liveStore{name: d.name, id: d.id, size: d.size}
+	ls := &liveStore{name: d.name, id: d.id}
 	ls.idx, _ = st.(subjectIndex)
+	if sz, ok := mod.(storeSizer); ok {
+		ls.size = sz.Len
+	}
 
 	liveStores.Lock()
 	defer liveStores.Unlock()

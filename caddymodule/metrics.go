@@ -6,6 +6,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessiongate/caddy-session/cookie"
 )
 
 // The gateway's Prometheus metrics. They appear on Caddy's /metrics
@@ -244,4 +246,21 @@ func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ls.size()), ls.name)
 		}
 	}
+}
+
+// requestOutcomeOf is the metrics outcome of a request whose cookies
+// were o; loaded says whether a live session was loaded for a valid one.
+func requestOutcomeOf(o cookie.Outcome, loaded bool) requestOutcome {
+	switch o {
+	case cookie.OutcomeValid:
+		if loaded {
+			return outcomeValid
+		}
+		return outcomeExpired
+	case cookie.OutcomeInvalid:
+		return outcomeInvalid
+	case cookie.OutcomeAmbiguous:
+		return outcomeAmbiguous
+	}
+	return outcomeNone
 }

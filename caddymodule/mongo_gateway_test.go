@@ -7,7 +7,6 @@ package caddymodule
 // unless MONGODB_URI is set.
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
@@ -24,10 +23,9 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/event"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/sessiongate/caddy-session/internal/mongotest"
+	"github.com/sessiongate/caddy-session/internal/wiretest"
 )
 
 // Environment of the re-executed test binary that plays a second Caddy.
@@ -325,41 +323,23 @@ func TestMongoGatewayTwoProcesses(t *testing.T) {
 	}
 }
 
-// poolEntries counts the pooled MongoDB clients and returns the client
-// under key, if any.
-func poolEntries(key string) (n int, client *mongo.Client) {
-	mongoClients.Range(func(k, v any) bool {
-		n++
-		if k == key {
-			client = v.(pooledClient).client
-		}
-		return true
-	})
-	return n, client
-}
-
 // TestMongoGatewayReloadKeepsSessionsAndPool: reloading a changed but
 // compatible config keeps serving the existing sessions through the same
-// pooled client.
+// pooled client: through a wire proxy, no new connection is opened (a
+// new client would open its monitoring connection and a pool of its own).
 func TestMongoGatewayReloadKeepsSessionsAndPool(t *testing.T) {
-	uri, db := mongotest.Database(t)
+	_, db := mongotest.Database(t)
+	proxy := wiretest.NewProxy(t, mongotest.URI(t))
+	uri := proxy.URI()
 	up := upstream(t)
-	const timeout = 3210 * time.Millisecond // a pool entry of its own
-	extra := "\t\t\ttimeout 3210ms\n"
+	extra := ""
 	opts := globalOptions(t)
 	g := startGateway(t, opts, mongoSessionBody(uri, db, extra, ""), up)
+	waitMongoReady(t)
 	g.get("/?patch=" + url.QueryEscape(`{"user":"ann"}`))
 	v := g.visitor()
 	v.get("/?patch=" + url.QueryEscape(`{"user":"bob"}`))
-
-	key := mongoClientKey(uri, timeout)
-	if n, _ := mongoClients.References(key); n != 1 {
-		t.Fatalf("pool references before the reload = %d, want 1", n)
-	}
-	entries, client := poolEntries(key)
-	if client == nil {
-		t.Fatal("no pooled client for the config's URI")
-	}
+	conns := proxy.Connections()
 
 	port := strings.TrimPrefix(g.base, "http://127.0.0.1:")
 	var p int
@@ -369,6 +349,7 @@ func TestMongoGatewayReloadKeepsSessionsAndPool(t *testing.T) {
 		if err := loadCaddyfile(t, cf); err != nil {
 			t.Fatalf("reload %d: %v\n%s", i+1, err, cf)
 		}
+		waitMongoReady(t)
 		r := g.get("/")
 		if r.Header.Get("X-Config") != fmt.Sprintf("v%d", i+2) {
 			t.Fatalf("reload %d not in effect: X-Config %q", i+1, r.Header.Get("X-Config"))
@@ -384,13 +365,8 @@ func TestMongoGatewayReloadKeepsSessionsAndPool(t *testing.T) {
 		if r := g.get("/"); r.Session["reload"] != float64(i+1) {
 			t.Fatalf("reload %d: write lost: %v", i+1, r.Session)
 		}
-		// The old config keeps its reference while its requests drain.
-		if n, _ := mongoClients.References(key); n < 1 || n > i+2 {
-			t.Fatalf("pool references after reload %d = %d, want 1 to %d", i+1, n, i+2)
-		}
-		n, c := poolEntries(key)
-		if n != entries || c != client {
-			t.Fatalf("reload %d opened another pool: %d entries (was %d), same client %v", i+1, n, entries, c == client)
+		if n := proxy.Connections(); n != conns {
+			t.Fatalf("reload %d opened %d new connections to MongoDB: another client pool", i+1, n-conns)
 		}
 	}
 }
@@ -506,29 +482,47 @@ type sessionCommands struct {
 	names []string
 }
 
-func (c *sessionCommands) monitor() *event.CommandMonitor {
-	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if e.DatabaseName != c.db {
+// observe is the proxy's observer.
+func (c *sessionCommands) observe(cmd wiretest.Command) {
+	if cmd.Database != c.db {
+		return
+	}
+	switch cmd.Name {
+	case "find", "update", "insert", "delete":
+	default:
+		return
+	}
+	if coll, _ := cmd.Body.Lookup(cmd.Name).StringValueOK(); coll != "sessions" {
+		return
+	}
+	if cmd.Name == "delete" {
+		// A sweep deletes by expiry; a session delete names its _id.
+		if _, err := firstDocument(cmd, "deletes").LookupErr("q", "_id"); err != nil {
 			return
 		}
-		switch e.CommandName {
-		case "find", "update", "insert", "delete":
-		default:
-			return
-		}
-		if coll, _ := e.Command.Lookup(e.CommandName).StringValueOK(); coll != "sessions" {
-			return
-		}
-		if e.CommandName == "delete" {
-			// A sweep deletes by expiry; a session delete names its _id.
-			if _, err := e.Command.LookupErr("deletes", "0", "q", "_id"); err != nil {
-				return
-			}
-		}
-		c.mu.Lock()
-		c.names = append(c.names, e.CommandName)
-		c.mu.Unlock()
-	}}
+	}
+	c.mu.Lock()
+	c.names = append(c.names, cmd.Name)
+	c.mu.Unlock()
+}
+
+// firstDocument is the first document of cmd's array field (an OP_MSG
+// document sequence, or an array in the body); nil when there is none.
+func firstDocument(cmd wiretest.Command, field string) bson.Raw {
+	if docs := cmd.Documents[field]; len(docs) > 0 {
+		return docs[0]
+	}
+	doc, _ := cmd.Body.Lookup(field, "0").DocumentOK()
+	return doc
+}
+
+// countCommands starts a proxy to the test server whose session commands
+// on db the returned counter records; give the config its URI.
+func countCommands(t *testing.T, db string) (*sessionCommands, string) {
+	counter := &sessionCommands{db: db}
+	proxy := wiretest.NewProxy(t, mongotest.URI(t))
+	proxy.Observe(counter.observe)
+	return counter, proxy.URI()
 }
 
 func (c *sessionCommands) take() []string {
@@ -539,22 +533,13 @@ func (c *sessionCommands) take() []string {
 	return out
 }
 
-// TestMongoGatewayRoundTrips counts, with the driver's command monitor,
-// what each kind of request through Caddy costs in MongoDB commands.
+// TestMongoGatewayRoundTrips counts, through a wire proxy, what each kind
+// of request through Caddy costs in MongoDB commands.
 func TestMongoGatewayRoundTrips(t *testing.T) {
-	uri, db := mongotest.Database(t)
+	_, db := mongotest.Database(t)
 	up := upstream(t)
-	counter := &sessionCommands{db: db}
-	testCommandMonitor = counter.monitor()
-	// A timeout of its own makes Provision create the client (with the
-	// monitor) rather than reuse a pooled one.
-	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "\t\t\ttimeout 4321ms\n", "\t\tsubject user\n"), up)
-	testCommandMonitor = nil
-
-	key := mongoClientKey(uri, 4321*time.Millisecond)
-	if n, _ := mongoClients.References(key); n != 1 {
-		t.Fatalf("pool references = %d, want 1 (is another config sharing the monitored client?)", n)
-	}
+	counter, uri := countCommands(t, db)
+	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "", "\t\tsubject user\n"), up)
 
 	step := func(name string, req func() reply, want ...string) reply {
 		t.Helper()

@@ -224,15 +224,10 @@ func TestRaceCASCostMemory(t *testing.T) {
 // TestRaceCASCostMongoDB counts MongoDB commands of changing requests
 // under compare-and-set, nested patches included: find and update.
 func TestRaceCASCostMongoDB(t *testing.T) {
-	uri, db := mongotest.Database(t)
+	_, db := mongotest.Database(t)
 	up := upstream(t)
-	counter := &sessionCommands{db: db}
-	testCommandMonitor = counter.monitor()
-	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "\t\t\ttimeout 4322ms\n", ""), up)
-	testCommandMonitor = nil
-	if n, _ := mongoClients.References(mongoClientKey(uri, 4322*time.Millisecond)); n != 1 {
-		t.Fatalf("pool references = %d, want 1", n)
-	}
+	counter, uri := countCommands(t, db)
+	g := startGateway(t, globalOptions(t), mongoSessionBody(uri, db, "", ""), up)
 	for _, step := range []struct {
 		name, query string
 		want        []string

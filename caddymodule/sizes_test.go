@@ -194,14 +194,8 @@ func TestSizeOverCapStoredSessionIsCleared(t *testing.T) {
 func waitMongoReady(t *testing.T) {
 	t.Helper()
 	for _, h := range liveHandlers() {
-		m, ok := rawStore(h.store).(*MongoDBStore)
-		if !ok || m.guard == nil {
-			continue
-		}
-		m.guard.mu.RLock()
-		st := m.guard.st
-		m.guard.mu.RUnlock()
-		if st == nil {
+		st, ok := rawStore(h.store).(interface{ Ready() <-chan struct{} })
+		if !ok {
 			continue
 		}
 		select {

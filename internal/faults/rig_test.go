@@ -24,7 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/sessiongate/caddy-session/caddymodule"
+	_ "github.com/sessiongate/caddy-session" // the session handler and both store modules
 	"github.com/sessiongate/caddy-session/internal/faults"
 	"github.com/sessiongate/caddy-session/internal/mongotest"
 )

@@ -1,4 +1,9 @@
-package caddymodule
+// Package mongodbstore is the Caddy module http.session.stores.mongodb:
+// sessions in a MongoDB collection (package mongostore), shared by every
+// Caddy instance pointed at it, on a client pooled by URI and timeouts
+// across config reloads. It also gives the session handler the database
+// that legacy sessions are adopted from (NewAdoptSource).
+package mongodbstore
 
 import (
 	"cmp"
@@ -13,10 +18,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.uber.org/zap"
 
+	"github.com/sessiongate/caddy-session/caddymodule/internal/cfarg"
+	"github.com/sessiongate/caddy-session/internal/adopt"
 	"github.com/sessiongate/caddy-session/store"
 	"github.com/sessiongate/caddy-session/store/mongostore"
 )
@@ -31,16 +37,6 @@ func init() {
 // cleaned up (dropping one), so the client survives the reload and no
 // second pool is opened; it is disconnected when its last user goes.
 var mongoClients = caddy.NewUsagePool()
-
-// testCommandMonitor is a test hook, nil in production: when set, clients
-// created by Provision hand it to the driver, so integration tests can
-// count the commands a request through Caddy costs. A hook is the
-// simplest way: the monitor is a driver client setting that no Caddy
-// config can carry (configs are JSON), the tests load their configs
-// through a real Caddy, and the client is created inside Provision. Tests
-// set it before loading a config whose client is not pooled yet (a unique
-// timeout gives a fresh pool entry) and clear it afterwards.
-var testCommandMonitor *event.CommandMonitor
 
 // pooledClient lets a *mongo.Client live in a caddy.UsagePool.
 type pooledClient struct {
@@ -131,24 +127,21 @@ type MongoDBStore struct {
 	// TTL index exists (being built, or refused by the server). Default 1m.
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
-	// Store is the open store behind a guard: its methods are the
-	// module's store.Store methods, and after Cleanup they answer
-	// store.ErrUnavailable.
-	store.Store `json:"-"`
-
-	guard   *guardedStore
+	// guard holds the open store: the module's store.Store and
+	// store.SubjectIndex methods call it through guard.do, and once the
+	// module is released they answer store.ErrUnavailable.
+	guard   *guard // nil before Provision
 	client  *mongo.Client
-	poolKey string // set only while this module holds a pool reference
-	// unloadDrain is how long the store stays usable after Cleanup, for
-	// the requests of an unloaded config that are still running: Caddy
-	// does not wait for them on a reload. Zero means defaultUnloadDrain;
-	// negative releases at once (tests that check the pool).
-	unloadDrain time.Duration
+	poolKey string // the pooled client's key, once Provision took a reference
+	cleaned bool   // Cleanup ran
 }
 
-// defaultUnloadDrain bounds how long the requests of a config unloaded by
-// a reload can still use its store; they are answered 503 after it.
-const defaultUnloadDrain = 30 * time.Second
+// unloadDrain is how long the store stays usable after Cleanup, for the
+// requests of an unloaded config that are still running: Caddy does not
+// wait for them on a reload; they are answered 503 after it. Negative
+// releases at once. Only tests change it (to check the pool right after
+// Cleanup); no config reaches it.
+var unloadDrain = 30 * time.Second
 
 // CaddyModule returns the Caddy module information.
 func (MongoDBStore) CaddyModule() caddy.ModuleInfo {
@@ -179,7 +172,6 @@ func (m *MongoDBStore) options(ctx caddy.Context) (mongostore.Options, error) {
 		WriteConcern:   repl.ReplaceKnown(m.WriteConcern, ""),
 		SweepInterval:  time.Duration(m.SweepInterval),
 		Logger:         ctx.Logger(),
-		Monitor:        testCommandMonitor, // nil outside tests
 	}
 	return opts, opts.Validate()
 }
@@ -214,8 +206,7 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err // Caddy calls Cleanup, which drops the reference
 	}
-	m.guard = &guardedStore{st: st}
-	m.Store = m.guard
+	m.guard = &guard{st: st}
 	ctx.Logger().Info("mongodb session store ready",
 		zap.String("database", st.Collection().Database().Name()),
 		zap.String("collection", st.Collection().Name()),
@@ -241,33 +232,31 @@ func (m *MongoDBStore) Validate() error {
 // Cleanup stops new calls (they answer store.ErrUnavailable), waits for
 // the calls in flight (each is bounded by the timeout), stops the store's
 // background work and drops this module's reference to the shared
-// client; the last reference disconnects it.
+// client; the last reference disconnects it. A reload cleans up the old
+// config while its requests still run: they keep the store (and the
+// pooled client) until unloadDrain has passed.
 func (m *MongoDBStore) Cleanup() error {
-	guard, key := m.guard, m.poolKey
-	m.poolKey = "" // a second Cleanup must not drop a reference another module holds
-	if guard == nil && key == "" {
+	if m.cleaned {
+		// A second Cleanup must not drop a reference another module holds.
 		return nil
 	}
-	drain := cmp.Or(m.unloadDrain, defaultUnloadDrain)
-	if guard == nil || drain < 0 {
-		return release(guard, key)
+	m.cleaned = true
+	key := m.poolKey
+	if unloadDrain < 0 || m.guard == nil {
+		return m.release(key)
 	}
-	// A reload cleans up the old config while its requests still run;
-	// they keep the store (and the pooled client) until the drain ends.
-	m.guard = nil
-	time.AfterFunc(drain, func() { _ = release(guard, key) })
+	time.AfterFunc(unloadDrain, func() { _ = m.release(key) })
 	return nil
 }
 
 // release closes the guarded store (waiting for calls in flight) and drops
-// the module's reference to the pooled client; the last one disconnects it.
-func release(guard *guardedStore, key string) error {
+// the module's reference to the pooled client under key; the last one
+// disconnects it.
+func (m *MongoDBStore) release(key string) error {
 	var errs []error
-	if guard != nil {
-		if st := guard.close(); st != nil {
-			// Close only stops goroutines: the client is the pool's.
-			errs = append(errs, st.Close(context.Background()))
-		}
+	if st := m.guard.close(); st != nil {
+		// Close only stops goroutines: the client is the pool's.
+		errs = append(errs, st.Close(context.Background()))
 	}
 	if key != "" {
 		_, err := mongoClients.Delete(key)
@@ -301,19 +290,19 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "uri":
-			m.URI, err = oneArg(d)
+			m.URI, err = cfarg.One(d)
 		case "database":
-			m.Database, err = oneArg(d)
+			m.Database, err = cfarg.One(d)
 		case "collection":
-			m.Collection, err = oneArg(d)
+			m.Collection, err = cfarg.One(d)
 		case "timeout":
-			m.Timeout, err = durationArg(d)
+			m.Timeout, err = cfarg.Duration(d)
 		case "connect_timeout":
-			m.ConnectTimeout, err = durationArg(d)
+			m.ConnectTimeout, err = cfarg.Duration(d)
 		case "write_concern":
-			m.WriteConcern, err = oneArg(d)
+			m.WriteConcern, err = cfarg.One(d)
 		case "sweep_interval":
-			m.SweepInterval, err = durationArg(d)
+			m.SweepInterval, err = cfarg.Duration(d)
 		default:
 			return d.Errf("unknown mongodb store option '%s'", d.Val())
 		}
@@ -328,34 +317,43 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // up: a request of an old config that outlived a reload.
 var errStoreUnloaded = fmt.Errorf("mongodb session store: %w: its configuration was unloaded", store.ErrUnavailable)
 
-// guardedStore passes calls to the store until the module is cleaned up,
-// and lets Cleanup wait for the calls in flight before the client they
-// use is released. Caddy does not wait for an old config's requests on a
-// reload, so without it a request could use a store, or a client, that is
-// gone.
-type guardedStore struct {
+// guard passes calls to the store until the module is released, and lets
+// release wait for the calls in flight before the client they use is
+// dropped. Caddy does not wait for an old config's requests on a reload,
+// so without it a request could use a store, or a client, that is gone.
+type guard struct {
 	mu       sync.RWMutex
 	st       *mongostore.Store // nil once closed
 	inflight sync.WaitGroup
 }
 
-// acquire returns the store for one call, or errStoreUnloaded; the caller
-// calls g.inflight.Done when the call ends.
-func (g *guardedStore) acquire() (*mongostore.Store, error) {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	if g.st == nil {
-		return nil, errStoreUnloaded
+// do calls f with the store, or answers errStoreUnloaded before Provision
+// and once the module is released; release waits for f to return.
+func (g *guard) do(f func(*mongostore.Store) error) error {
+	if g == nil {
+		return errStoreUnloaded
 	}
-	// Under the read lock, so close cannot have started waiting: Add
-	// never races Wait.
-	g.inflight.Add(1)
-	return g.st, nil
+	g.mu.RLock()
+	st := g.st
+	if st != nil {
+		// Under the read lock, so close cannot have started waiting: Add
+		// never races Wait.
+		g.inflight.Add(1)
+	}
+	g.mu.RUnlock()
+	if st == nil {
+		return errStoreUnloaded
+	}
+	defer g.inflight.Done()
+	return f(st)
 }
 
 // close refuses new calls, waits for the ones in flight and returns the
 // store (nil if already closed).
-func (g *guardedStore) close() *mongostore.Store {
+func (g *guard) close() *mongostore.Store {
+	if g == nil {
+		return nil
+	}
 	g.mu.Lock()
 	st := g.st
 	g.st = nil
@@ -365,93 +363,111 @@ func (g *guardedStore) close() *mongostore.Store {
 }
 
 // Find implements store.Store.
-func (g *guardedStore) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
-	st, err := g.acquire()
-	if err != nil {
-		return nil, err
-	}
-	defer g.inflight.Done()
-	return st.Find(ctx, key, now)
+func (m *MongoDBStore) Find(ctx context.Context, key string, now time.Time) (rec *store.Record, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		rec, err = s.Find(ctx, key, now)
+		return err
+	})
+	return rec, err
 }
 
 // Create implements store.Store.
-func (g *guardedStore) Create(ctx context.Context, key string, rec *store.Record) error {
-	st, err := g.acquire()
-	if err != nil {
-		return err
-	}
-	defer g.inflight.Done()
-	return st.Create(ctx, key, rec)
+func (m *MongoDBStore) Create(ctx context.Context, key string, rec *store.Record) error {
+	return m.guard.do(func(s *mongostore.Store) error { return s.Create(ctx, key, rec) })
 }
 
 // Update implements store.Store.
-func (g *guardedStore) Update(ctx context.Context, key string, rec *store.Record, now time.Time) error {
-	st, err := g.acquire()
-	if err != nil {
-		return err
-	}
-	defer g.inflight.Done()
-	return st.Update(ctx, key, rec, now)
+func (m *MongoDBStore) Update(ctx context.Context, key string, rec *store.Record, now time.Time) error {
+	return m.guard.do(func(s *mongostore.Store) error { return s.Update(ctx, key, rec, now) })
 }
 
 // Touch implements store.Store.
-func (g *guardedStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
-	st, err := g.acquire()
-	if err != nil {
-		return err
-	}
-	defer g.inflight.Done()
-	return st.Touch(ctx, key, expires, now)
+func (m *MongoDBStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
+	return m.guard.do(func(s *mongostore.Store) error { return s.Touch(ctx, key, expires, now) })
 }
 
 // Rotate implements store.Store.
-func (g *guardedStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
-	st, err := g.acquire()
-	if err != nil {
-		return err
-	}
-	defer g.inflight.Done()
-	return st.Rotate(ctx, key, version, successor, until, now)
+func (m *MongoDBStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
+	return m.guard.do(func(s *mongostore.Store) error { return s.Rotate(ctx, key, version, successor, until, now) })
 }
 
 // Delete implements store.Store.
-func (g *guardedStore) Delete(ctx context.Context, key string) error {
-	st, err := g.acquire()
-	if err != nil {
-		return err
-	}
-	defer g.inflight.Done()
-	return st.Delete(ctx, key)
+func (m *MongoDBStore) Delete(ctx context.Context, key string) error {
+	return m.guard.do(func(s *mongostore.Store) error { return s.Delete(ctx, key) })
 }
 
 // FindBySubject implements store.SubjectIndex.
-func (g *guardedStore) FindBySubject(ctx context.Context, subject string, now time.Time) ([]store.Summary, error) {
-	st, err := g.acquire()
-	if err != nil {
-		return nil, err
-	}
-	defer g.inflight.Done()
-	return st.FindBySubject(ctx, subject, now)
+func (m *MongoDBStore) FindBySubject(ctx context.Context, subject string, now time.Time) (list []store.Summary, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		list, err = s.FindBySubject(ctx, subject, now)
+		return err
+	})
+	return list, err
 }
 
 // DeleteBySubject implements store.SubjectIndex.
-func (g *guardedStore) DeleteBySubject(ctx context.Context, subject, exceptKey string) (int, error) {
-	st, err := g.acquire()
-	if err != nil {
-		return 0, err
-	}
-	defer g.inflight.Done()
-	return st.DeleteBySubject(ctx, subject, exceptKey)
+func (m *MongoDBStore) DeleteBySubject(ctx context.Context, subject, exceptKey string) (n int, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		n, err = s.DeleteBySubject(ctx, subject, exceptKey)
+		return err
+	})
+	return n, err
 }
 
 // DeleteByHandle implements store.SubjectIndex.
-func (g *guardedStore) DeleteByHandle(ctx context.Context, handle string) (int, error) {
-	st, err := g.acquire()
-	if err != nil {
-		return 0, err
-	}
-	defer g.inflight.Done()
-	return st.DeleteByHandle(ctx, handle)
+func (m *MongoDBStore) DeleteByHandle(ctx context.Context, handle string) (n int, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		n, err = s.DeleteByHandle(ctx, handle)
+		return err
+	})
+	return n, err
+}
+
+// Ready returns a channel closed once the store has finished its start-up
+// checks (see mongostore.Store.Ready); a released module's is closed.
+func (m *MongoDBStore) Ready() <-chan struct{} {
+	var ready <-chan struct{} = closed
+	_ = m.guard.do(func(s *mongostore.Store) error {
+		ready = s.Ready()
+		return nil
+	})
+	return ready
+}
+
+// closed is a closed channel.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// DescribeStore names the store for metrics and the admin API: its
+// database.collection, and an identity shared by the stores on the same
+// server (by URI) and collection. The URI is only hashed into the
+// identity, never kept.
+func (m *MongoDBStore) DescribeStore() (name, id string, inProcess bool) {
+	name = "mongodb"
+	_ = m.guard.do(func(s *mongostore.Store) error {
+		coll := s.Collection()
+		name = coll.Database().Name() + "." + coll.Name()
+		return nil
+	})
+	uri := strings.TrimSpace(caddy.NewReplacer().ReplaceKnown(m.URI, ""))
+	sum := sha256.Sum256([]byte(uri))
+	return name, "mongodb:" + hex.EncodeToString(sum[:8]) + "/" + name, false
+}
+
+// NewAdoptSource builds the source of one adopt block on the store's
+// database (the handler's adopt-side interface). It refuses a block that
+// reads the store's own sessions collection: adoption would claim and
+// sweep the gateway's sessions.
+func (m *MongoDBStore) NewAdoptSource(cfg adopt.Config, keys [][]byte, check adopt.Check) (src *adopt.Source, err error) {
+	err = m.guard.do(func(s *mongostore.Store) error {
+		db := s.Collection().Database()
+		own := s.Collection().Name()
+		if cfg.CollectionName() == own && (cfg.Database == "" || cfg.Database == db.Name()) {
+			return fmt.Errorf("adopt %s: collection %q in database %q is the session store's own; set the legacy app's collection (and database)", cfg.Kind, own, db.Name())
+		}
+		src, err = adopt.New(cfg, keys, db, check)
+		return err
+	})
+	return src, err
 }
 
 // Interface guards
@@ -461,6 +477,6 @@ var (
 	_ caddy.CleanerUpper    = (*MongoDBStore)(nil)
 	_ caddyfile.Unmarshaler = (*MongoDBStore)(nil)
 	_ store.Store           = (*MongoDBStore)(nil)
-	_ store.SubjectIndex    = (*guardedStore)(nil)
+	_ store.SubjectIndex    = (*MongoDBStore)(nil)
 	_ caddy.Destructor      = pooledClient{}
 )

@@ -1,4 +1,7 @@
-package caddymodule
+// Package memorystore is the Caddy module http.session.stores.memory: the
+// session handler's default store, sessions in the memory of this Caddy
+// process (package memstore), pooled by name across config reloads.
+package memorystore
 
 import (
 	"fmt"
@@ -11,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/sessiongate/caddy-session/caddymodule/internal/cfarg"
 	"github.com/sessiongate/caddy-session/store"
 	"github.com/sessiongate/caddy-session/store/memstore"
 )
@@ -136,10 +140,7 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 // Provision takes a reference to the named store, creating it if this is
 // its first user, and applies this module's bound to it.
 func (m *MemoryStore) Provision(ctx caddy.Context) error {
-	name := m.Name
-	if name == "" {
-		name = defaultMemoryStoreName
-	}
+	name := m.storeName()
 	logger := ctx.Logger()
 	val, loaded, err := memoryPool.LoadOrNew(name, func() (caddy.Destructor, error) {
 		return newPooledMemstore(name, m.MaxSessions), nil
@@ -220,7 +221,7 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "max_sessions":
-			v, err := oneArg(d)
+			v, err := cfarg.One(d)
 			if err != nil {
 				return err
 			}
@@ -232,6 +233,22 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// DescribeStore names the store for metrics and the admin API: memory
+// stores of one name share one map. Its calls are map operations in this
+// process, so the handler does not time them (inProcess).
+func (m *MemoryStore) DescribeStore() (name, id string, inProcess bool) {
+	name = m.storeName()
+	return name, "memory:" + name, true
+}
+
+// storeName is the pool name of the store.
+func (m *MemoryStore) storeName() string {
+	if m.Name == "" {
+		return defaultMemoryStoreName
+	}
+	return m.Name
 }
 
 // Interface guards
