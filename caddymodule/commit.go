@@ -213,34 +213,14 @@ const retiredSuccessor = "destroyed"
 
 // retire ends the session with compare-and-set, so a logout that started
 // before a concurrent login never undoes it: if the session was
-// regenerated meanwhile, the destroy is dropped and no cookie is sent
-// (ended is true). A session changed meanwhile is retired all the same.
+// regenerated meanwhile, the destroy is dropped and no cookie is sent,
+// and if it ended meanwhile the cookie is expired (ended is true either
+// way). A session changed meanwhile is retired all the same.
 func (st *state) retire(ctx context.Context, hdr http.Header) (ended bool, err error) {
-	h := st.h
-	for range maxAttempts {
-		err := h.store.Rotate(ctx, st.key, st.rec.Version, retiredSuccessor, st.now, st.now)
-		if err == nil {
-			return false, nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return false, st.storeFailed("destroy", err)
-		}
-		rec, err := h.store.Find(ctx, st.key, st.now)
-		var rotated *store.RotatedError
-		switch {
-		case errors.As(err, &rotated):
-			h.logger.Info("session was regenerated while the request ran; its destroy was dropped",
-				zap.String("session", st.handle()), zap.String("successor", rotated.Successor))
-			st.end()
-			return true, nil
-		case errors.Is(err, store.ErrNotFound):
-			return false, nil // already gone: expire the cookie
-		case err != nil:
-			return false, st.storeFailed("destroy", err)
-		}
-		st.rec = rec
-	}
-	return false, st.storeFailed("destroy", errContention)
+	err = st.casLoop(ctx, hdr, "destroy", func(base *store.Record) error {
+		return st.h.store.Rotate(ctx, st.key, base.Version, retiredSuccessor, st.now, st.now)
+	})
+	return st.rec == nil, err
 }
 
 // subject is the current session's subject, "" without one.
@@ -317,8 +297,8 @@ func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Reco
 // and re-applying them to the fresh data when another write came first.
 func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
 	h := st.h
-	for range maxAttempts {
-		rec, changed, err := st.next(st.rec, out)
+	return st.casLoop(ctx, hdr, "update", func(base *store.Record) error {
+		rec, changed, err := st.next(base, out)
 		if err != nil {
 			return err
 		}
@@ -329,24 +309,42 @@ func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outc
 			st.touch(hdr)
 			return st.revokeOthers(ctx, out)
 		}
-		err = h.store.Update(ctx, st.key, &rec, st.now)
-		if err == nil {
-			h.metrics.write(writeUpdate)
-			rec.Version, rec.Updated = rec.Version+1, st.now
-			st.rec = &rec
-			if out.MaxAge != nil || h.policy.refreshCookie() {
-				st.setCookie(hdr, st.rec)
-			}
-			return st.revokeOthers(ctx, out)
+		if err := h.store.Update(ctx, st.key, &rec, st.now); err != nil {
+			return err
 		}
-		if !errors.Is(err, store.ErrConflict) {
-			return st.storeFailed("update", err)
+		h.metrics.write(writeUpdate)
+		rec.Version, rec.Updated = rec.Version+1, st.now
+		st.rec = &rec
+		if out.MaxAge != nil || h.policy.refreshCookie() {
+			st.setCookie(hdr, st.rec)
+		}
+		return st.revokeOthers(ctx, out)
+	})
+}
+
+// casLoop runs step, one compare-and-set write on the session as last
+// read (base), until it does not lose: after a lost write
+// (store.ErrConflict) it re-reads the session and runs step again, at
+// most maxAttempts times, then answers 503. step returns nil, an error
+// that answers the request (badUpstream, storeFailed), or the error of
+// its store call, which casLoop answers as op's store failure. A re-read
+// that finds the session gone (rotated by a login, destroyed or expired)
+// ends the loop without an error: the changes are dropped.
+func (st *state) casLoop(ctx context.Context, hdr http.Header, op string, step func(base *store.Record) error) error {
+	for range maxAttempts {
+		err := step(st.rec)
+		var answer caddyhttp.HandlerError
+		switch {
+		case err == nil || errors.As(err, &answer):
+			return err
+		case !errors.Is(err, store.ErrConflict):
+			return st.storeFailed(op, err)
 		}
 		if ended, err := st.reread(ctx, hdr); ended || err != nil {
 			return err
 		}
 	}
-	return st.storeFailed("update", errContention)
+	return st.storeFailed(op, errContention)
 }
 
 // reread loads the session again after a lost compare-and-set. ended is
@@ -380,8 +378,8 @@ func (st *state) reread(ctx context.Context, hdr http.Header) (ended bool, err e
 // still live and unchanged, so a concurrent logout is never undone.
 func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
 	h := st.h
-	for range maxAttempts {
-		rec, _, err := st.next(st.rec, out)
+	return st.casLoop(ctx, hdr, "regenerate", func(base *store.Record) error {
+		rec, _, err := st.next(base, out)
 		if err != nil {
 			return err
 		}
@@ -391,29 +389,22 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 		rec.Updated, rec.Version = st.now, 1
 		token, key, err := h.newSession(ctx, &rec)
 		if err != nil {
-			return st.storeFailed("regenerate", err)
-		}
-		err = h.store.Rotate(ctx, st.key, st.rec.Version, cookie.Handle(key), st.now.Add(rotatedGrace), st.now)
-		if err == nil {
-			h.logger.Debug("session regenerated", zap.String("session", st.handle()), zap.String("successor", cookie.Handle(key)))
-			h.metrics.write(writeRegenerate)
-			st.token, st.key, st.rec = token, key, &rec
-			st.setCookie(hdr, &rec)
-			return st.revokeOthers(ctx, out)
-		}
-		// The new session must not outlive a failed rotation.
-		if derr := h.store.Delete(ctx, key); derr != nil {
-			h.logger.Warn("could not remove the new session of a failed regenerate; it expires unused",
-				zap.String("session", cookie.Handle(key)), zap.Error(derr))
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return st.storeFailed("regenerate", err)
-		}
-		if ended, err := st.reread(ctx, hdr); ended || err != nil {
 			return err
 		}
-	}
-	return st.storeFailed("regenerate", errContention)
+		if err := h.store.Rotate(ctx, st.key, base.Version, cookie.Handle(key), st.now.Add(rotatedGrace), st.now); err != nil {
+			// The new session must not outlive a failed rotation.
+			if derr := h.store.Delete(ctx, key); derr != nil {
+				h.logger.Warn("could not remove the new session of a failed regenerate; it expires unused",
+					zap.String("session", cookie.Handle(key)), zap.Error(derr))
+			}
+			return err
+		}
+		h.logger.Debug("session regenerated", zap.String("session", st.handle()), zap.String("successor", cookie.Handle(key)))
+		h.metrics.write(writeRegenerate)
+		st.token, st.key, st.rec = token, key, &rec
+		st.setCookie(hdr, &rec)
+		return st.revokeOthers(ctx, out)
+	})
 }
 
 // checkRevoke refuses revoke-others and revoke-all as bad upstream input
