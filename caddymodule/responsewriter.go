@@ -26,16 +26,19 @@ type responseWriter struct {
 	repl        *caddy.Replacer
 
 	// kept remembers the headers earlier handlers set (Server, Alt-Svc,
-	// HSTS, ...): an error answer keeps them and drops only what the
-	// upstream added. More than four are cloned into keptMore.
+	// HSTS, ...) with copies of their values: an error answer restores
+	// them exactly, whatever the route did to them (reverse_proxy replaces
+	// Server with the upstream's), and drops what the route added. More
+	// than four headers or values are cloned into keptMore.
 	kept     [4]keptHeader
 	nkept    int
-	keptMore http.Header // when there were more than len(kept)
+	keptVals [4]string   // the values of kept, copied (no allocation for up to four)
+	keptMore http.Header // when there were more than len(kept) headers or values
 }
 
 type keptHeader struct {
 	name string
-	n    int // how many values it had
+	vals []string // a copy of the values, in keptVals
 }
 
 // keepHeaders records the response headers set before the route runs.
@@ -45,37 +48,32 @@ func (rw *responseWriter) keepHeaders() {
 		rw.keptMore = hdr.Clone()
 		return
 	}
+	used := 0
 	for name, vals := range hdr {
-		rw.kept[rw.nkept] = keptHeader{name, len(vals)}
-		rw.nkept++
+		if used+len(vals) > len(rw.keptVals) {
+			rw.nkept, rw.keptMore = 0, hdr.Clone()
+			return
+		}
+		end := used + copy(rw.keptVals[used:], vals)
+		rw.kept[rw.nkept] = keptHeader{name, rw.keptVals[used:end:end]}
+		rw.nkept, used = rw.nkept+1, end
 	}
 }
 
-// restoreHeaders drops every response header the route added since
-// keepHeaders, and values added to the headers that were there.
+// restoreHeaders puts the response headers back as keepHeaders found
+// them: the route's headers are dropped, and the earlier ones get their
+// values back exactly, even where the route replaced or removed them.
 func (rw *responseWriter) restoreHeaders() {
 	hdr := rw.Header()
+	clear(hdr)
 	if rw.keptMore != nil {
-		clear(hdr)
 		for k, v := range rw.keptMore {
 			hdr[k] = v
 		}
 		return
 	}
-	keep := rw.kept[:rw.nkept]
-	for name, vals := range hdr {
-		n := -1
-		for _, k := range keep {
-			if k.name == name {
-				n = k.n
-			}
-		}
-		switch {
-		case n < 0:
-			delete(hdr, name)
-		case n < len(vals):
-			hdr[name] = vals[:n]
-		}
+	for _, k := range rw.kept[:rw.nkept] {
+		hdr[k.name] = k.vals
 	}
 }
 
