@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // CrossOriginConfig configures the protection against cross-site request
@@ -17,7 +19,10 @@ type CrossOriginConfig struct {
 	// requests are let through.
 	Trust []string `json:"trust,omitempty"`
 	// Bypass lists request patterns, in http.ServeMux syntax ("/hooks/",
-	// "POST /api/callback"), that are let through from any origin.
+	// "POST /api/callback"), that are let through from any origin. They
+	// are matched against the path Caddy routes on: decoded, dot-segments
+	// resolved and slashes merged, so /hooks/..%2Faccount is /account and
+	// is not bypassed by /hooks/.
 	Bypass []string `json:"bypass,omitempty"`
 	// Off turns the protection off.
 	Off bool `json:"off,omitempty"`
@@ -73,4 +78,24 @@ func validBypass(pat string) (err error) {
 	}()
 	http.NewServeMux().Handle(pat, http.NotFoundHandler())
 	return nil
+}
+
+// checkCrossOrigin runs p on r as Caddy's routing sees r: with the path
+// decoded and cleaned (caddyhttp.CleanPath, as the path matcher, handle
+// and php_fastcgi use it). http.CrossOriginProtection matches its bypass
+// patterns on the escaped path, so on r itself /hooks/..%2Faccount would
+// match a bypass of /hooks/ and then be routed to /account unchecked.
+func checkCrossOrigin(p *http.CrossOriginProtection, r *http.Request) error {
+	if r.URL.Path == "" {
+		return p.Check(r)
+	}
+	clean := caddyhttp.CleanPath(r.URL.Path, true)
+	if clean == r.URL.Path && r.URL.RawPath == "" {
+		return p.Check(r)
+	}
+	u := *r.URL
+	u.Path, u.RawPath = clean, ""
+	routed := *r
+	routed.URL = &u
+	return p.Check(&routed)
 }

@@ -33,7 +33,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	token, key, outcome := cookie.TakeVerified(r.Header, h.attrs.Name, h.signer)
 	st.hadCookie = outcome != cookie.OutcomeNone
-	if st.hadCookie && h.csrf != nil && h.csrf.Check(r) != nil {
+	if st.hadCookie && h.csrf != nil && checkCrossOrigin(h.csrf, r) != nil {
 		return h.crossOrigin(w, r)
 	}
 	if outcome == cookie.OutcomeValid {
