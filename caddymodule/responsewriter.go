@@ -116,6 +116,9 @@ func (rw *responseWriter) commit() error {
 	if rw.st.passive {
 		return nil
 	}
+	if !in.Empty() && inEarlyData(rw.st.req) {
+		return errEarlyChange()
+	}
 	if err := rw.st.commit(hdr, in); err != nil {
 		return err
 	}

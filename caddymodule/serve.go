@@ -33,6 +33,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	token, key, outcome := cookie.TakeVerified(r.Header, h.attrs.Name, h.signer)
 	st.hadCookie = outcome != cookie.OutcomeNone
+	if tooEarly(r, st.hadCookie) {
+		return h.answerTooEarly(w, r)
+	}
 	if st.hadCookie && h.csrf != nil && checkCrossOrigin(h.csrf, r) != nil {
 		return h.crossOrigin(w, r)
 	}
