@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/sessiongate/caddy-session/cookie"
 	"github.com/sessiongate/caddy-session/store"
 )
 
@@ -135,7 +136,7 @@ func (a *adminSessions) serveHandle(r *http.Request, handle string) (any, error)
 	if r.Method != http.MethodDelete {
 		return nil, methodNotAllowed(r, "DELETE")
 	}
-	if !validHandle(handle) {
+	if !cookie.IsHandle(handle) {
 		return nil, apiError(http.StatusBadRequest, "session handle must be exactly 12 lower-case hex digits (the id in X-Session-Meta), got %q", handle)
 	}
 	stores, err := indexedStores(r)
@@ -194,21 +195,6 @@ func indexedStores(r *http.Request) ([]*liveStore, error) {
 		return nil, apiError(http.StatusNotFound, "no session handler in the running config")
 	}
 	return nil, apiError(http.StatusNotFound, "no session store in the running config can find sessions by subject (the memory and mongodb stores can)")
-}
-
-// validHandle reports whether s is a session handle: 12 lower-case hex
-// digits.
-func validHandle(s string) bool {
-	if len(s) != 12 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 func apiError(status int, format string, args ...any) error {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sessiongate/caddy-session/cookie"
 )
 
 // TestAdminBadInput checks each way to call the session admin API wrong:
@@ -77,8 +79,8 @@ func TestAdminHandle(t *testing.T) {
 	} {
 		t.Run(c.in, func(t *testing.T) {
 			t.Parallel()
-			if got := validHandle(c.in); got != c.ok {
-				t.Fatalf("validHandle(%q) = %v", c.in, got)
+			if got := cookie.IsHandle(c.in); got != c.ok {
+				t.Fatalf("cookie.IsHandle(%q) = %v", c.in, got)
 			}
 		})
 	}

@@ -14,6 +14,8 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/sessiongate/caddy-session/cookie"
 )
 
 func init() {
@@ -105,7 +107,7 @@ Prints how many sessions were ended.
 			case subject != "":
 				path = "/session/subjects/" + url.PathEscape(subject)
 			default:
-				if !validHandle(id) {
+				if !cookie.IsHandle(id) {
 					return fmt.Errorf("--id must be a session handle: 12 lower-case hex digits, got %q", id)
 				}
 				path = "/session/sessions/" + id

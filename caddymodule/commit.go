@@ -37,7 +37,7 @@ var errContention = fmt.Errorf("%w: the session kept changing under concurrent w
 func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 	var in protocol.Input
 	for name, vals := range hdr {
-		if !hasPrefixFold(name, h.hdr.prefix) {
+		if !hasHeaderPrefix(name, h.hdr.prefix) {
 			continue
 		}
 		switch name {

@@ -37,11 +37,11 @@ func TestAddVary(t *testing.T) {
 	}
 }
 
-func TestHasPrefixFold(t *testing.T) {
+func TestHasHeaderPrefix(t *testing.T) {
 	for name, want := range map[string]bool{
 		"X-Session": true, "x_session_update": true, "X_SESSION-meta": true, "X-Sessio": false, "Session": false, "X-Sessions": true,
 	} {
-		if hasPrefixFold(name, "x-session") != want {
+		if hasHeaderPrefix(name, "x-session") != want {
 			t.Errorf("%s: want %v", name, want)
 		}
 	}

@@ -162,7 +162,7 @@ func (h *Handler) withoutPrefixTokens(vals []string) []string {
 	for _, v := range vals {
 		for tok := range strings.SplitSeq(v, ",") {
 			tok = strings.TrimSpace(tok)
-			if tok != "" && !hasPrefixFold(tok, h.hdr.prefix) {
+			if tok != "" && !hasHeaderPrefix(tok, h.hdr.prefix) {
 				kept = append(kept, tok)
 			}
 		}
@@ -195,7 +195,7 @@ func (t *trailerCleaner) Read(p []byte) (int, error) {
 func (h *Handler) dropTrailers(hdr http.Header) {
 	dropped := false
 	for name := range hdr {
-		if hasPrefixFold(strings.TrimPrefix(name, http.TrailerPrefix), h.hdr.prefix) {
+		if hasHeaderPrefix(strings.TrimPrefix(name, http.TrailerPrefix), h.hdr.prefix) {
 			delete(hdr, name)
 			dropped = true
 		}
@@ -218,7 +218,7 @@ func (h *Handler) warnTrailers() {
 func (h *Handler) hasPrefixToken(vals []string) bool {
 	for _, v := range vals {
 		for tok := range strings.SplitSeq(v, ",") {
-			if hasPrefixFold(strings.TrimSpace(tok), h.hdr.prefix) {
+			if hasHeaderPrefix(strings.TrimSpace(tok), h.hdr.prefix) {
 				return true
 			}
 		}
@@ -232,15 +232,16 @@ func (h *Handler) hasPrefixToken(vals []string) bool {
 // able to slip one past under the other.
 func (h *Handler) stripSessionHeaders(hdr http.Header) {
 	for name := range hdr {
-		if hasPrefixFold(name, h.hdr.prefix) {
+		if hasHeaderPrefix(name, h.hdr.prefix) {
 			delete(hdr, name)
 		}
 	}
 }
 
-// hasPrefixFold reports whether name starts with prefix (lower case, '-'
-// separators) ignoring case and treating '_' as '-'.
-func hasPrefixFold(name, prefix string) bool {
+// hasHeaderPrefix reports whether the header name starts with prefix
+// (lower case, '-' separators) ignoring case and treating '_' as '-'. It
+// is not cookie.NeedsSecure's fold: cookie names keep their '_'.
+func hasHeaderPrefix(name, prefix string) bool {
 	if len(name) < len(prefix) {
 		return false
 	}

@@ -115,6 +115,13 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
+// NeedsSecure reports whether browsers take a cookie named name only with
+// the Secure attribute: its name starts with __Secure- or __Host-, in any
+// letter case.
+func NeedsSecure(name string) bool {
+	return hasPrefixFold(name, "__Secure-") || hasPrefixFold(name, "__Host-")
+}
+
 func validName(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]

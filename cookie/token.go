@@ -46,8 +46,25 @@ func Key(token string) string {
 // for logs and placeholders: the first 12 hex characters of the key. It
 // cannot be turned back into the token or the full key.
 func Handle(key string) string {
-	if len(key) < 12 {
+	if len(key) < HandleLen {
 		return key
 	}
-	return key[:12]
+	return key[:HandleLen]
+}
+
+// HandleLen is the length of a handle.
+const HandleLen = 12
+
+// IsHandle reports whether s is a handle: 12 lower-case hex digits (the
+// admin API and the stores' DeleteByHandle refuse anything else).
+func IsHandle(s string) bool {
+	if len(s) != HandleLen {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -224,12 +224,6 @@ func validName(s string) bool {
 	return true
 }
 
-// hasPrefixFold is strings.HasPrefix without regard to ASCII case, as
-// browsers match cookie name prefixes.
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
-
 // validAttr reports whether s can be a cookie attribute value: no ";"
 // and no control characters.
 func validAttr(s string) bool {
@@ -463,7 +457,7 @@ func (s *Source) expired(tls bool) []string {
 		// A prefixed cookie exists only over HTTPS, and browsers take a
 		// Set-Cookie for it only with Secure, even behind a load balancer
 		// that talks plain HTTP to Caddy.
-		if tls || hasPrefixFold(n, "__Secure-") || hasPrefixFold(n, "__Host-") {
+		if tls || cookie.NeedsSecure(n) {
 			v += "; Secure"
 		}
 		out = append(out, v)

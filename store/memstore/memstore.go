@@ -467,26 +467,13 @@ var errBadHandle = errors.New("memstore: a handle is 12 lower-case hex digits")
 // removeWhere): the memory store keeps no index by handle, because an
 // index would cost memory on every session.
 func (s *Store) DeleteByHandle(_ context.Context, handle string) (int, error) {
-	if !isHandle(handle) {
+	if !cookie.IsHandle(handle) {
 		return 0, errBadHandle
 	}
 	now := s.now()
 	return s.removeWhere(func(e *entry) bool {
 		return len(e.key) >= len(handle) && e.key[:len(handle)] == handle && e.live(now)
 	}), nil
-}
-
-// isHandle reports whether h is 12 lower-case hex digits.
-func isHandle(h string) bool {
-	if len(h) != 12 {
-		return false
-	}
-	for i := range len(h) {
-		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Sweep removes every session and tombstone that is dead at now and

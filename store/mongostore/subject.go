@@ -13,9 +13,6 @@ import (
 	"github.com/sessiongate/caddy-session/store"
 )
 
-// handleLen is the length of a cookie.Handle: 12 lower-case hex digits.
-const handleLen = 12
-
 // FindBySubject lists the live sessions whose subject is subject, with
 // one find command on the sub index. Tombstones have no subject and never
 // show. With encryption keys the subject is hashed here, so callers (the
@@ -110,8 +107,8 @@ func (s *Store) requireSealed() bool { return s.sealer != nil && s.sealer.requir
 // (Options.Now), because the admin API, the only caller, is not on a
 // request path.
 func (s *Store) DeleteByHandle(ctx context.Context, handle string) (int, error) {
-	if !isHandle(handle) {
-		return 0, fmt.Errorf("mongostore: delete by handle: a handle is %d lower-case hex digits", handleLen)
+	if !cookie.IsHandle(handle) {
+		return 0, fmt.Errorf("mongostore: delete by handle: a handle is %d lower-case hex digits", cookie.HandleLen)
 	}
 	if err := s.writeConcernProblem(); err != nil {
 		return 0, fmt.Errorf("mongostore: delete by handle: %w", err)
@@ -132,17 +129,4 @@ func (s *Store) deleteMany(ctx context.Context, op string, filter bson.D) (int, 
 		return 0, s.opError(op, err)
 	}
 	return int(res.DeletedCount), nil
-}
-
-// isHandle reports whether h is 12 lower-case hex digits.
-func isHandle(h string) bool {
-	if len(h) != handleLen {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
