@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sessiongate/caddy-session/cookie"
-	"github.com/sessiongate/caddy-session/store"
 )
 
 func init() {
@@ -211,11 +209,7 @@ func methodNotAllowed(r *http.Request, allow string) error {
 // storeAPIError turns a store failure into 503 (unreachable or timed
 // out) or 500.
 func storeAPIError(ls *liveStore, err error) error {
-	status := http.StatusInternalServerError
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusServiceUnavailable
-	}
-	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf("session store %s: %w", ls.name, err)}
+	return caddy.APIError{HTTPStatus: storeStatus(err), Err: fmt.Errorf("session store %s: %w", ls.name, err)}
 }
 
 // Interface guards.

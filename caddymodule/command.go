@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,24 +139,10 @@ and keep the old one after it until the cookies it signed have expired.
 `,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := newSecret()
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(c.OutOrStdout(), s)
+			_, err := fmt.Fprintln(c.OutOrStdout(), newSecret())
 			return err
 		},
 	}
-}
-
-// newSecret returns 32 random bytes, hex-encoded: the form the handler
-// generates for itself and the secret option accepts.
-func newSecret() (string, error) {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(raw[:]), nil
 }
 
 // adminCall sends a request to the admin API found by c's flags and

@@ -461,9 +461,14 @@ func (st *state) storeFailed(op string, err error) error {
 // closed: no request goes on without the session it asked for. Caddy logs
 // the error once.
 func (h *Handler) storeError(op, handle string, err error) error {
-	status := http.StatusInternalServerError
+	return caddyhttp.Error(storeStatus(err), fmt.Errorf("session store: %s: session %s: %w", op, handle, err))
+}
+
+// storeStatus is the status of an answer to a store failure: 503 when
+// the store is unreachable or timed out, 500 otherwise.
+func storeStatus(err error) int {
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable
 	}
-	return caddyhttp.Error(status, fmt.Errorf("session store: %s: session %s: %w", op, handle, err))
+	return http.StatusInternalServerError
 }

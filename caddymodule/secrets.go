@@ -67,11 +67,18 @@ func loadOrCreateSecret(ctx caddy.Context) ([]byte, bool, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
-	var raw [32]byte
-	_, _ = rand.Read(raw[:])
-	key := []byte(hex.EncodeToString(raw[:]))
+	key := []byte(newSecret())
 	if err := st.Store(ctx, storageSecretKey, key); err != nil {
 		return nil, false, err
 	}
 	return key, true, nil
+}
+
+// newSecret returns 32 random bytes, hex-encoded: the form the handler
+// generates for itself, `caddy session gen-secret` prints and the secret
+// option accepts.
+func newSecret() string {
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // never fails (crypto/rand crashes the program instead)
+	return hex.EncodeToString(raw[:])
 }
