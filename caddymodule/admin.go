@@ -155,7 +155,7 @@ func (a *adminSessions) serveHandle(r *http.Request, handle string) (any, error)
 
 // listSubject gathers the subject's live sessions from every store,
 // oldest first.
-func listSubject(ctx context.Context, stores []*liveStore, subject string) ([]adminSummary, error) {
+func listSubject(ctx context.Context, stores []*storeInUse, subject string) ([]adminSummary, error) {
 	list := []adminSummary{}
 	now := time.Now()
 	for _, ls := range stores {
@@ -175,10 +175,10 @@ func listSubject(ctx context.Context, stores []*liveStore, subject string) ([]ad
 
 // indexedStores returns the running config's stores that have a subject
 // index, limited to ?store=<name> when given.
-func indexedStores(r *http.Request) ([]*liveStore, error) {
+func indexedStores(r *http.Request) ([]*storeInUse, error) {
 	name := r.URL.Query().Get("store")
-	all := liveStoreList(name)
-	var stores []*liveStore
+	all := storesInUse(name)
+	var stores []*storeInUse
 	for _, ls := range all {
 		if ls.idx != nil {
 			stores = append(stores, ls)
@@ -208,7 +208,7 @@ func methodNotAllowed(r *http.Request, allow string) error {
 
 // storeAPIError turns a store failure into 503 (unreachable or timed
 // out) or 500.
-func storeAPIError(ls *liveStore, err error) error {
+func storeAPIError(ls *storeInUse, err error) error {
 	return caddy.APIError{HTTPStatus: storeStatus(err), Err: fmt.Errorf("session store %s: %w", ls.name, err)}
 }
 

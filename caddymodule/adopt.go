@@ -52,8 +52,8 @@ func (h *Handler) provisionAdopt(mod any) error {
 		}
 		h.sources = append(h.sources, src)
 	}
-	h.live.stop = make(chan struct{})
-	go h.sweepAdopted(h.live.stop)
+	h.run.stop = make(chan struct{})
+	go h.sweepAdopted(h.run.stop)
 	return nil
 }
 

@@ -362,7 +362,7 @@ func (rig *adoptRig) legacyDoc(id string) bson.Raw {
 // sweep runs one adoption sweep on the running handlers, as their ticker
 // does every minute.
 func sweep() {
-	for _, h := range liveHandlers() {
+	for _, h := range runningHandlers() {
 		h.sweepAdoptedOnce()
 	}
 }

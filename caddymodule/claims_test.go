@@ -35,7 +35,7 @@ import (
 // onlyHandler is the one session handler of the running config.
 func onlyHandler(t *testing.T) *Handler {
 	t.Helper()
-	hs := liveHandlers()
+	hs := runningHandlers()
 	if len(hs) != 1 {
 		t.Fatalf("%d live session handlers, want 1", len(hs))
 	}

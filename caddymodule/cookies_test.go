@@ -95,7 +95,7 @@ func TestCookieMemoryStoreBoundThroughCaddy(t *testing.T) {
 		tokens[i] = v.sessionCookie("session")
 	}
 	var mem *memorystore.MemoryStore
-	for _, h := range liveHandlers() {
+	for _, h := range runningHandlers() {
 		if m, ok := rawStore(h.store).(*memorystore.MemoryStore); ok {
 			mem = m
 		}

@@ -41,9 +41,9 @@ func skew(t testing.TB, d time.Duration) {
 	t.Cleanup(func() { testSkew.Add(-int64(d)) })
 }
 
-// liveHandlers returns the session handlers of the running config, found
+// runningHandlers returns the session handlers of the running config, found
 // through its HTTP app's routes (subroutes included).
-func liveHandlers() []*Handler {
+func runningHandlers() []*Handler {
 	ctx := caddy.ActiveContext()
 	if ctx.Context == nil {
 		return nil

@@ -119,7 +119,7 @@ type Handler struct {
 	csrf     *http.CrossOriginProtection
 	sources  []*adopt.Source
 	logger   *zap.Logger
-	live     *liveState
+	run      *runState
 
 	metrics         *sessionMetrics // prebuilt counters (metrics.go)
 	unregisterStore func()          // undoes registerStore (livestores.go)
@@ -149,8 +149,8 @@ type CookieConfig struct {
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 }
 
-// liveState is what a handler changes while it serves.
-type liveState struct {
+// runState is what a handler changes while it serves.
+type runState struct {
 	// warned is set once a dropped response trailer was logged.
 	warned atomic.Bool
 	// stop ends the adopted legacy sessions' sweep; nil without one.
@@ -194,7 +194,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // and the signing keys. Checks are Validate's.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.live = new(liveState)
+	h.run = new(runState)
 	h.provisionDefaults()
 	if h.MatcherSetsRaw != nil {
 		mods, err := ctx.LoadModule(h, "MatcherSetsRaw")
@@ -263,11 +263,11 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading session store: %v", err)
 	}
-	st, ok := mod.(store.Store)
+	sessions, ok := mod.(store.Store)
 	if !ok {
 		return fmt.Errorf("module %T is not a session store", mod)
 	}
-	if describe(st).inProcess {
+	if describe(sessions).inProcess {
 		h.logger.Info("sessions are kept in memory: they live in this Caddy process only and are lost when it exits; configure `store mongodb` to share them between instances")
 	}
 	if h.metrics, err = provisionMetrics(ctx); err != nil {
@@ -275,7 +275,7 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	}
 	// From here on every store call is timed (the memory store's are not:
 	// see storeDescription.inProcess), and the admin API sees the store.
-	h.store, h.unregisterStore = registerStore(st)
+	h.store, h.unregisterStore = registerStore(sessions)
 	if si, ok := h.store.(store.SubjectIndex); ok {
 		h.index = si
 	}
@@ -288,9 +288,9 @@ func (h *Handler) Cleanup() error {
 	if h.unregisterStore != nil {
 		h.unregisterStore()
 	}
-	if h.live != nil && h.live.stop != nil {
-		close(h.live.stop)
-		h.live.stop = nil
+	if h.run != nil && h.run.stop != nil {
+		close(h.run.stop)
+		h.run.stop = nil
 	}
 	return nil
 }

@@ -30,11 +30,11 @@ type indexedStore struct {
 	idx subjectIndex
 }
 
-// instrument wraps st for metrics under the store label name. The result
-// implements subjectIndex, through idx (st's own), if and only if idx is
-// not nil.
-func instrument(st store.Store, idx subjectIndex, name string) store.Store {
-	s := &instrumentedStore{Store: st}
+// instrument wraps inner for metrics under the store label name. The
+// result implements subjectIndex, through idx (inner's own), if and only
+// if idx is not nil.
+func instrument(inner store.Store, idx subjectIndex, name string) store.Store {
+	s := &instrumentedStore{Store: inner}
 	s.obs, s.errs = storeObservers(name)
 	if idx != nil {
 		return &indexedStore{instrumentedStore: s, idx: idx}

@@ -216,8 +216,8 @@ func storeObservers(name string) (obs [numStoreOps]prometheus.Observer, errs [nu
 }
 
 // activeCollector reports caddy_session_active{store}: the sessions held
-// by each live store that can count them cheaply (the memory store). It
-// reads the live-store registry at scrape time, so it follows reloads.
+// by each store in use that can count them cheaply (the memory store). It
+// reads the stores in use at scrape time, so it follows reloads.
 //
 // The MongoDB store reports nothing here on purpose: its only cheap count
 // (estimatedDocumentCount) includes expired sessions that the TTL monitor
@@ -241,7 +241,7 @@ func (c *activeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect implements prometheus.Collector.
 func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, ls := range liveStoreList("") {
+	for _, ls := range storesInUse("") {
 		if ls.size != nil {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ls.size()), ls.name)
 		}

@@ -208,7 +208,7 @@ func (h *Handler) dropTrailers(hdr http.Header) {
 // warnTrailers logs, once per handler, that an upstream sent protocol
 // headers as response trailers.
 func (h *Handler) warnTrailers() {
-	if h.live.warned.CompareAndSwap(false, true) {
+	if h.run.warned.CompareAndSwap(false, true) {
 		h.logger.Warn("the upstream sent session headers as response trailers; trailers come after the cookie and are dropped (logged once)")
 	}
 }

@@ -193,7 +193,7 @@ func TestSizeOverCapStoredSessionIsCleared(t *testing.T) {
 // learns only from the check that the server lacks Decimal128.
 func waitMongoReady(t *testing.T) {
 	t.Helper()
-	for _, h := range liveHandlers() {
+	for _, h := range runningHandlers() {
 		st, ok := rawStore(h.store).(interface{ Ready() <-chan struct{} })
 		if !ok {
 			continue

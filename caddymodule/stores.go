@@ -11,9 +11,9 @@ import (
 	"github.com/sessiongate/caddy-session/store"
 )
 
-// liveStore is a store in use by a provisioned session handler, as the
+// storeInUse is a store in use by a provisioned session handler, as the
 // admin API and the caddy_session_active gauge see it.
-type liveStore struct {
+type storeInUse struct {
 	name string       // the store's name: metrics label and ?store= value
 	id   string       // identity: two handlers with equal ids share the sessions
 	idx  subjectIndex // the subject index (instrumented unless in-process), nil when it has none
@@ -21,14 +21,14 @@ type liveStore struct {
 	seq  uint64       // registration order: the newest of equal ids is used
 }
 
-// liveStores holds the stores of every provisioned session handler. A
+// inUse holds the stores of every provisioned session handler. A
 // reload provisions the new config's handlers (registering) before it
 // cleans up the old ones (unregistering), so during a reload a store can
 // be registered twice; lookups deduplicate by identity.
-var liveStores struct {
+var inUse struct {
 	sync.Mutex
 	seq uint64
-	m   map[*liveStore]struct{}
+	m   map[*storeInUse]struct{}
 }
 
 // storeDescriber is implemented by store modules that name themselves
@@ -77,40 +77,40 @@ func describe(mod store.Store) storeDescription {
 func registerStore(mod store.Store) (store.Store, func()) {
 	d := describe(mod)
 	idx, _ := mod.(subjectIndex)
-	st := mod
+	used := mod
 	if !d.inProcess {
-		st = instrument(mod, idx, d.name)
+		used = instrument(mod, idx, d.name)
 	}
-	ls := &liveStore{name: d.name, id: d.id}
-	ls.idx, _ = st.(subjectIndex)
+	ls := &storeInUse{name: d.name, id: d.id}
+	ls.idx, _ = used.(subjectIndex)
 	if sz, ok := mod.(storeSizer); ok {
 		ls.size = sz.Len
 	}
 
-	liveStores.Lock()
-	defer liveStores.Unlock()
-	if liveStores.m == nil {
-		liveStores.m = make(map[*liveStore]struct{})
+	inUse.Lock()
+	defer inUse.Unlock()
+	if inUse.m == nil {
+		inUse.m = make(map[*storeInUse]struct{})
 	}
-	liveStores.seq++
-	ls.seq = liveStores.seq
-	liveStores.m[ls] = struct{}{}
+	inUse.seq++
+	ls.seq = inUse.seq
+	inUse.m[ls] = struct{}{}
 	var once sync.Once
-	return st, func() {
+	return used, func() {
 		once.Do(func() {
-			liveStores.Lock()
-			delete(liveStores.m, ls)
-			liveStores.Unlock()
+			inUse.Lock()
+			delete(inUse.m, ls)
+			inUse.Unlock()
 		})
 	}
 }
 
-// liveStoreList returns the live stores, one per identity (the newest
+// storesInUse returns the stores in use, one per identity (the newest
 // registration), sorted by name; only those named name unless it is "".
-func liveStoreList(name string) []*liveStore {
-	liveStores.Lock()
-	newest := make(map[string]*liveStore, len(liveStores.m))
-	for ls := range liveStores.m {
+func storesInUse(name string) []*storeInUse {
+	inUse.Lock()
+	newest := make(map[string]*storeInUse, len(inUse.m))
+	for ls := range inUse.m {
 		if name != "" && ls.name != name {
 			continue
 		}
@@ -118,12 +118,12 @@ func liveStoreList(name string) []*liveStore {
 			newest[ls.id] = ls
 		}
 	}
-	liveStores.Unlock()
-	list := make([]*liveStore, 0, len(newest))
+	inUse.Unlock()
+	list := make([]*storeInUse, 0, len(newest))
 	for _, ls := range newest {
 		list = append(list, ls)
 	}
-	slices.SortFunc(list, func(a, b *liveStore) int {
+	slices.SortFunc(list, func(a, b *storeInUse) int {
 		return strings.Compare(a.name+"\x00"+a.id, b.name+"\x00"+b.id)
 	})
 	return list
