@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -117,4 +118,72 @@ func TestDebugLogFilter(t *testing.T) {
 			t.Fatalf("the DEBUG log with the filter of docs/operations.md holds %v", found)
 		}
 	})
+}
+
+// logLine is one line of Caddy's JSON log, with the fields the gateway's
+// lines carry.
+type logLine struct {
+	Level, Logger, Msg string
+	Session, Successor string
+	Bytes, Limit       int
+	raw                string
+}
+
+// logLines reads Caddy's JSON log at path.
+func logLines(t *testing.T, path string) []logLine {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []logLine
+	for _, l := range strings.Split(string(b), "\n") {
+		var e logLine
+		if json.Unmarshal([]byte(l), &e) == nil {
+			e.raw = l
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestLogDroppedWriteNamesBothHandles: a write through a cookie whose
+// session was regenerated away (a request that started before a login,
+// or a stale tab) is dropped, and the info line says so naming the old
+// session and its successor by their handles, as protocol.md promises.
+func TestLogDroppedWriteNamesBothHandles(t *testing.T) {
+	up := upstream(t)
+	opts, logPath := loggingOptions(t)
+	g := startGateway(t, opts, basicSession, up)
+	g.get("/?" + patchQuery(`{"user":"alice"}`))
+	old := g.get("/").Meta.ID
+	oldCookie := g.sessionCookie("session")
+	g.get("/?control=regenerate")
+	successor := g.get("/").Meta.ID
+	if old == "" || successor == "" || old == successor {
+		t.Fatalf("handles before and after the login: %q, %q", old, successor)
+	}
+
+	stale := g.visitor()
+	stale.setCookie("session", oldCookie)
+	r := stale.get("/?" + patchQuery(`{"user":"mallory"}`))
+	if r.Status != http.StatusOK || r.Header.Get("Set-Cookie") != "" {
+		t.Fatalf("write through the old cookie: status %d, Set-Cookie %q; want 200 and no cookie", r.Status, r.Header.Get("Set-Cookie"))
+	}
+	if got := g.get("/").Session["user"]; got != "alice" {
+		t.Fatalf("the new session's user is %v after the dropped write", got)
+	}
+	var dropped []logLine
+	for _, l := range logLines(t, logPath) {
+		if strings.Contains(l.Msg, "dropped") {
+			dropped = append(dropped, l)
+		}
+	}
+	if len(dropped) != 1 {
+		t.Fatalf("%d log lines about dropped changes, want 1: %v", len(dropped), dropped)
+	}
+	if l := dropped[0]; l.Level != "info" || l.Session != old || l.Successor != successor {
+		t.Fatalf("the dropped-write line names session %q and successor %q at %s, want %q and %q:\n%s",
+			l.Session, l.Successor, l.Level, old, successor, l.raw)
+	}
 }

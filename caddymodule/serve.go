@@ -86,10 +86,12 @@ func (h *Handler) finish(rw *responseWriter, err error) error {
 // request without a session.
 func (h *Handler) load(r *http.Request, st *state, token, key string) error {
 	rec, err := h.store.Find(r.Context(), key, st.now)
+	var rotated *store.RotatedError
 	switch {
 	case err == nil:
-	case errors.Is(err, store.ErrRotated):
-		st.rotated = true // a request racing a login: read-only, no cookie
+	case errors.As(err, &rotated):
+		// A request racing a login: read-only, no cookie.
+		st.rotated, st.rotatedFrom, st.successor = true, cookie.Handle(key), rotated.Successor
 		return nil
 	case errors.Is(err, store.ErrNotFound):
 		return nil

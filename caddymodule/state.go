@@ -45,6 +45,10 @@ type state struct {
 	token   string // verified token; empty without a session
 	key     string // store key of token
 	adopted string // the legacy source a session was adopted from
+
+	// With rotated set by a regenerate: the handles of the request's
+	// session and of the session that replaced it, for the log.
+	rotatedFrom, successor string
 }
 
 // Indexes into state.vals.
