@@ -67,6 +67,10 @@ type adminSummary struct {
 	Created int64  `json:"created"`
 	Updated int64  `json:"updated"`
 	Expires int64  `json:"expires"`
+	// The devices endpoint's fields (devices.go): last_seen is updated.
+	LastSeen  int64  `json:"last_seen"`
+	UserAgent string `json:"user_agent"`
+	IP        string `json:"ip"`
 }
 
 // adminRevoked is the answer to a DELETE.
@@ -164,7 +168,10 @@ func listSubject(ctx context.Context, stores []*storeInUse, subject string) ([]a
 			return nil, storeAPIError(ls, err)
 		}
 		for _, s := range found {
-			list = append(list, adminSummary{ID: s.Handle, Created: s.Created.Unix(), Updated: s.Updated.Unix(), Expires: s.Expires.Unix()})
+			list = append(list, adminSummary{
+				ID: s.Handle, Created: s.Created.Unix(), Updated: s.Updated.Unix(), Expires: s.Expires.Unix(),
+				LastSeen: s.Updated.Unix(), UserAgent: s.UserAgent, IP: s.Addr,
+			})
 		}
 	}
 	slices.SortFunc(list, func(a, b adminSummary) int {

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"math"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -62,6 +63,15 @@ func parseSessionCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //	        domain      <domain>
 //	        grace       <duration>
 //	    }
+//	    backchannel_logout <path> {
+//	        issuer   <url>
+//	        audience <client id>...
+//	        jwks_uri <url>
+//	        sid_key  <key path>
+//	        sub_key  <key path>
+//	    }
+//	    devices <path>
+//	    max_sessions_per_subject <n>
 //	    cross_origin [off] {
 //	        trust  <origin>...
 //	        bypass <pattern>...
@@ -145,6 +155,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Subject, err = cfarg.One(d)
 		case "cross_origin":
 			h.CrossOrigin, err = parseCrossOrigin(d)
+		case "backchannel_logout":
+			h.BackchannelLogout, err = parseBackchannel(d)
+		case "devices":
+			h.Devices, err = oneArg(d)
+		case "max_sessions_per_subject":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil {
+					return d.Errf("bad max_sessions_per_subject %q: want a whole number", v)
+				}
+				h.MaxSessionsPerSubject = n
+			}
 		case "adopt":
 			var cfg adopt.Config
 			if cfg, err = parseAdopt(d); err == nil {
@@ -267,3 +290,32 @@ var (
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler = (*RequireSession)(nil)
 )
+
+// parseBackchannel reads a `backchannel_logout <path> { ... }` block.
+func parseBackchannel(d *caddyfile.Dispenser) (*BackchannelConfig, error) {
+	path, err := oneArg(d)
+	if err != nil {
+		return nil, err
+	}
+	c := &BackchannelConfig{Path: path}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "issuer":
+			c.Issuer, err = oneArg(d)
+		case "audience":
+			c.Audiences = append(c.Audiences, d.RemainingArgs()...)
+		case "jwks_uri":
+			c.JWKSURI, err = oneArg(d)
+		case "sid_key":
+			c.SidKey, err = oneArg(d)
+		case "sub_key":
+			c.SubKey, err = oneArg(d)
+		default:
+			return nil, d.Errf("unknown backchannel_logout option %q", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}

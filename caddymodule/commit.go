@@ -254,7 +254,8 @@ func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outc
 	if !changed {
 		return nil // nothing to keep: no session, no cookie, no write
 	}
-	rec := &store.Record{Data: data, Subject: h.subjectOf(data), Created: st.now, Updated: st.now, Version: 1}
+	rec := &store.Record{Data: data, Subject: h.subjectOf(data), Sid: h.sidOf(data), Created: st.now, Updated: st.now, Version: 1}
+	device(st.req, rec)
 	if out.MaxAge != nil {
 		rec.MaxAge = *out.MaxAge
 	}
@@ -272,6 +273,7 @@ func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outc
 	if out.RevokeOthers {
 		return st.revoke(ctx, rec.Subject, key)
 	}
+	st.limitSubject(ctx, rec.Subject)
 	return nil
 }
 
@@ -297,7 +299,7 @@ func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Reco
 		return rec, false, st.badUpstream(err)
 	}
 	rec = *base
-	rec.Data, rec.Subject = data, h.subjectOf(data)
+	rec.Data, rec.Subject, rec.Sid = data, h.subjectOf(data), h.sidOf(data)
 	if out.MaxAge != nil {
 		rec.MaxAge, changed = *out.MaxAge, true
 	}
@@ -325,10 +327,14 @@ func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outc
 			return err
 		}
 		h.metrics.write(writeUpdate)
+		gained := rec.Subject != base.Subject
 		rec.Version, rec.Updated = rec.Version+1, st.now
 		st.rec = &rec
 		if out.MaxAge != nil || h.policy.refreshCookie() {
 			st.setCookie(hdr, st.rec)
+		}
+		if gained && !out.RevokeOthers {
+			st.limitSubject(ctx, rec.Subject)
 		}
 		return st.revokeOthers(ctx, out)
 	})
@@ -399,6 +405,7 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 			return err
 		}
 		rec.Updated, rec.Version = st.now, 1
+		device(st.req, &rec)
 		token, key, err := h.newSession(ctx, &rec)
 		if err != nil {
 			return err
@@ -415,6 +422,9 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 		h.metrics.write(writeRegenerate)
 		st.token, st.key, st.rec = token, key, &rec
 		st.setCookie(hdr, &rec)
+		if !out.RevokeOthers {
+			st.limitSubject(ctx, rec.Subject)
+		}
 		return st.revokeOthers(ctx, out)
 	})
 }

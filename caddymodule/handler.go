@@ -107,6 +107,21 @@ type Handler struct {
 	// docs/migrating.md.
 	Adopt []adopt.Config `json:"adopt,omitempty"`
 
+	// BackchannelLogout makes the handler answer OpenID Connect
+	// Back-Channel Logout requests (POST from the IdP) on its path, before
+	// any upstream. See docs/operations.md.
+	BackchannelLogout *BackchannelConfig `json:"backchannel_logout,omitempty"`
+
+	// Devices is a path where the handler answers, for the current
+	// session's subject, GET (the list of its sessions) and DELETE
+	// <path>/<id> (end one). Needs Subject.
+	Devices string `json:"devices,omitempty"`
+
+	// MaxSessionsPerSubject bounds the live sessions of one subject: when
+	// a write gives a subject more, the least recently seen others are
+	// ended. 0, the default, is no limit. Needs Subject.
+	MaxSessionsPerSubject int `json:"max_sessions_per_subject,omitempty"`
+
 	matchers caddyhttp.MatcherSets
 	store    store.Store
 	index    store.SubjectIndex // nil when the store cannot find by subject
@@ -120,6 +135,7 @@ type Handler struct {
 	sources  []*adopt.Source
 	logger   *zap.Logger
 	run      *runState
+	sso      ssoState
 
 	metrics         *sessionMetrics // prebuilt counters (metrics.go)
 	unregisterStore func()          // undoes registerStore (livestores.go)
@@ -279,6 +295,9 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if si, ok := h.store.(store.SubjectIndex); ok {
 		h.index = si
 	}
+	if err := h.provisionSSO(ctx, st); err != nil {
+		return err
+	}
 	return h.provisionAdopt(mod)
 }
 
@@ -340,6 +359,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.Subject != "" && (strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".")) {
 		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)
+	}
+	if err := h.validateSSO(); err != nil {
+		return err
 	}
 	return h.CrossOrigin.validate()
 }

@@ -19,6 +19,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Every request of the route is cleaned, matched or not: no client
 	// header may pose as the gateway's, by any channel.
 	h.cleanRequest(r)
+	if h.isBackchannel(r) {
+		cookie.Take(r.Header, h.attrs.Name)
+		return h.serveBackchannel(w, r)
+	}
 	match, err := h.matchers.AnyMatchWithError(r)
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
@@ -45,6 +49,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	h.metrics.request(requestOutcomeOf(outcome, st.rec != nil))
+	if id, ok := h.devicesID(r); ok {
+		return h.serveDevices(w, st, id)
+	}
 	if h.sources != nil {
 		if err := h.adoptLegacy(r, st); err != nil {
 			return rw.answerError(err)
