@@ -158,10 +158,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "backchannel_logout":
 			h.BackchannelLogout, err = parseBackchannel(d)
 		case "devices":
-			h.Devices, err = oneArg(d)
+			h.Devices, err = cfarg.One(d)
 		case "max_sessions_per_subject":
 			var v string
-			if v, err = oneArg(d); err == nil {
+			if v, err = cfarg.One(d); err == nil {
 				n, perr := strconv.Atoi(v)
 				if perr != nil {
 					return d.Errf("bad max_sessions_per_subject %q: want a whole number", v)
@@ -293,7 +293,7 @@ var (
 
 // parseBackchannel reads a `backchannel_logout <path> { ... }` block.
 func parseBackchannel(d *caddyfile.Dispenser) (*BackchannelConfig, error) {
-	path, err := oneArg(d)
+	path, err := cfarg.One(d)
 	if err != nil {
 		return nil, err
 	}
@@ -301,15 +301,15 @@ func parseBackchannel(d *caddyfile.Dispenser) (*BackchannelConfig, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch opt := d.Val(); opt {
 		case "issuer":
-			c.Issuer, err = oneArg(d)
+			c.Issuer, err = cfarg.One(d)
 		case "audience":
 			c.Audiences = append(c.Audiences, d.RemainingArgs()...)
 		case "jwks_uri":
-			c.JWKSURI, err = oneArg(d)
+			c.JWKSURI, err = cfarg.One(d)
 		case "sid_key":
-			c.SidKey, err = oneArg(d)
+			c.SidKey, err = cfarg.One(d)
 		case "sub_key":
-			c.SubKey, err = oneArg(d)
+			c.SubKey, err = cfarg.One(d)
 		default:
 			return nil, d.Errf("unknown backchannel_logout option %q", opt)
 		}

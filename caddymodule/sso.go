@@ -119,9 +119,6 @@ func (h *Handler) provisionSSO(ctx caddy.Context, st store.Store) error {
 	if err := registerSSOMetrics(ctx); err != nil {
 		return fmt.Errorf("session metrics: %v", err)
 	}
-	if b, ok := st.(interface{ ssoBackend() store.Store }); ok {
-		st = b.ssoBackend()
-	}
 	if h.MaxSessionsPerSubject > 0 {
 		lim, ok := st.(store.SubjectLimiter)
 		if !ok {
