@@ -295,7 +295,7 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 	if si, ok := h.store.(store.SubjectIndex); ok {
 		h.index = si
 	}
-	if err := h.provisionSSO(ctx, st); err != nil {
+	if err := h.provisionSSO(ctx, sessions); err != nil {
 		return err
 	}
 	return h.provisionAdopt(mod)

@@ -35,7 +35,7 @@ func ssoStores() []ssoStore {
 			body := sessionBody("\t\tstore memory " + uniqueName(t) + "\n\t\tsubject user\n" + extra)
 			return body, func(t *testing.T, subject string) int {
 				n := 0
-				for _, ls := range liveStoreList("") {
+				for _, ls := range storesInUse("") {
 					found, err := ls.idx.FindBySubject(t.Context(), subject, time.Now())
 					if err != nil {
 						t.Fatal(err)
@@ -362,7 +362,7 @@ func TestDevices(t *testing.T) {
 			})
 
 			g.step(t, "the admin API lists the same fields", func(t *testing.T, g *gateway) {
-				got, err := listSubject(context.Background(), liveStoreList(""), "alice")
+				got, err := listSubject(context.Background(), storesInUse(""), "alice")
 				if err != nil || len(got) != 1 || got[0].UserAgent != "Laptop/1.0" || got[0].IP != "127.0.0.0/24" || got[0].LastSeen == 0 {
 					t.Fatalf("admin listing %+v, %v", got, err)
 				}
