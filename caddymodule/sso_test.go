@@ -80,7 +80,7 @@ func logOptions(t *testing.T) (options, logFile string) {
 }
 
 // logLines returns the log lines whose message contains msg.
-func logLines(t *testing.T, file, msg string) []map[string]any {
+func ssoLogLines(t *testing.T, file, msg string) []map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -168,7 +168,7 @@ func TestBackchannelLogout(t *testing.T) {
 				if r.Status != http.StatusBadRequest || r.Body != `{"error":"invalid_request"}`+"\n" || r.Header.Get("Cache-Control") != "no-store" {
 					t.Fatalf("status %d, body %q", r.Status, r.Body)
 				}
-				lines := logLines(t, logFile, "back-channel logout refused")
+				lines := ssoLogLines(t, logFile, "back-channel logout refused")
 				if len(lines) != 1 || lines[0]["reason"] != "replay" || lines[0]["level"] != "warn" {
 					t.Fatalf("log lines %v, want one warn line with reason replay", lines)
 				}
@@ -406,7 +406,7 @@ func TestMaxSessionsPerSubject(t *testing.T) {
 				if n := count(t, "alice"); n != 2 {
 					t.Fatalf("the store holds %d sessions of alice, want 2", n)
 				}
-				lines := logLines(t, logFile, "max_sessions_per_subject")
+				lines := ssoLogLines(t, logFile, "max_sessions_per_subject")
 				if len(lines) != 1 || lines[0]["ended_by_limit"] != float64(1) {
 					t.Fatalf("log lines %v, want one saying ended_by_limit 1", lines)
 				}
@@ -448,4 +448,29 @@ func TestMaxSessionsPerSubject(t *testing.T) {
 func ssoCollectorsLimit() prometheus.Counter {
 	ssoCollectors.once.Do(initSSOCollectors)
 	return ssoCollectors.limitEnded
+}
+
+// TestSSOConfigRefused: the single sign-on options are checked the same
+// for a Caddyfile and a JSON config.
+func TestSSOConfigRefused(t *testing.T) {
+	bc := func(lines string) string { return "backchannel_logout /bc {\n\t\t\t" + lines + "\n\t\t}" }
+	for _, tc := range []struct {
+		name, caddyfil, json, want string
+	}{
+		{"devices without subject", `devices /d`, `"devices":"/d"`, "devices needs the subject option"},
+		{"devices not a path", "subject u\n\t\tdevices d", `"subject":"u","devices":"d"`, `devices "d": want a path`},
+		{"devices ending in /", "subject u\n\t\tdevices /d/", `"subject":"u","devices":"/d/"`, `devices "/d/": want a path`},
+		{"limit without subject", `max_sessions_per_subject 2`, `"max_sessions_per_subject":2`, "max_sessions_per_subject needs the subject option"},
+		{"negative limit", "subject u\n\t\tmax_sessions_per_subject -1", `"subject":"u","max_sessions_per_subject":-1`, "must not be negative"},
+		{"limit is fine", "subject u\n\t\tmax_sessions_per_subject 1", `"subject":"u","max_sessions_per_subject":1`, ""},
+		{"backchannel without issuer", "subject u\n\t\t" + bc("audience a"), `"subject":"u","backchannel_logout":{"path":"/bc","audiences":["a"]}`, "backchannel_logout: issuer"},
+		{"backchannel over plain http", "subject u\n\t\t" + bc("issuer http://idp.example\n\t\t\taudience a"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"http://idp.example","audiences":["a"]}`, "plain http is allowed only to a loopback address"},
+		{"backchannel without audience", "subject u\n\t\t" + bc("issuer https://idp.example"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"https://idp.example"}`, "at least one audience"},
+		{"backchannel with nothing to match", bc("issuer https://idp.example\n\t\t\taudience a"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"]}`, "needs sid_key or the subject option"},
+		{"sub_key other than the subject", "subject u\n\t\t" + bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsub_key v"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sub_key":"v"}`, `sub_key "v" must be the subject path`},
+		{"bad sid_key", bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsid_key a..b"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sid_key":"a..b"}`, `sid_key "a..b" is not a dotted key path`},
+		{"backchannel is fine", bc("issuer https://idp.example\n\t\t\taudience a b\n\t\t\tsid_key oidc.sid"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a","b"],"sid_key":"oidc.sid"}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, tc.caddyfil, tc.want) })
+	}
 }
