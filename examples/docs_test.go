@@ -77,7 +77,7 @@ func TestDocsCommonCaseProtectsAccount(t *testing.T) {
 	cf = swap(t, cf, "example.com {", "http://127.0.0.1:"+strconv.Itoa(port)+" {")
 	cf = swap(t, cf, "127.0.0.1:8080", strings.TrimPrefix(app.URL, "http://"))
 	uri, db := mongotest.Database(t)
-	runCaddyfile(t, cf, port, "MONGODB_URI="+uri+db, "SESSION_SECRET="+docSecret)
+	runCaddyfile(t, cf, port, "MONGODB_URI="+mongotest.WithDatabase(uri, db), "SESSION_SECRET="+docSecret)
 
 	c := newClient(t, "http://127.0.0.1:"+strconv.Itoa(port))
 	for _, path := range []string{"/account", "/account/", "/account/settings", "/admin", "/admin/users"} {
@@ -121,10 +121,16 @@ func validateDocCaddyfile(t *testing.T, doc, cf string) {
 		t.Fatal(err)
 	}
 	uri, _ := mongotest.Database(t)
+	// The URI as docs/deploy.md writes it: a database and pool sizes.
+	withPool := mongotest.WithDatabase(uri, "myapp")
+	if strings.Contains(withPool, "?") {
+		withPool += "&maxPoolSize=50&minPoolSize=5"
+	} else {
+		withPool += "?maxPoolSize=50&minPoolSize=5"
+	}
 	data := t.TempDir()
 	cmd := exec.Command(caddyBin, "validate", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "SESSION_SECRET="+docSecret,
-		"MONGODB_URI="+uri+"myapp?maxPoolSize=50&minPoolSize=5",
+	cmd.Env = append(os.Environ(), "SESSION_SECRET="+docSecret, "MONGODB_URI="+withPool,
 		"XDG_DATA_HOME="+data, "XDG_CONFIG_HOME="+data)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Valid configuration") {

@@ -42,8 +42,9 @@ func TestDemo(t *testing.T) {
 	t.Run("mongodb", func(t *testing.T) {
 		t.Parallel()
 		uri, db := mongotest.Database(t)
+		// The database is the URI's: Caddyfile.example names none.
 		s := serve(t, "python", "../Caddyfile.example",
-			"SESSION_STORE=mongodb", "MONGODB_URI="+uri, "MONGODB_DATABASE="+db)
+			"SESSION_STORE=mongodb", "MONGODB_URI="+mongotest.WithDatabase(uri, db))
 		walk(t, "python", s)
 		// The store is really MongoDB: a logged-in session is a document in
 		// its collection (walk ends logged out, so log in once more).

@@ -30,7 +30,7 @@ func TestSessionsPage(t *testing.T) {
 		t.Parallel()
 		uri, db := mongotest.Database(t)
 		sessionsWalk(t, serve(t, "python", "../Caddyfile.example",
-			"SESSION_STORE=mongodb", "MONGODB_URI="+uri, "MONGODB_DATABASE="+db))
+			"SESSION_STORE=mongodb", "MONGODB_URI="+mongotest.WithDatabase(uri, db)))
 	})
 }
 

@@ -89,7 +89,7 @@ fi
 
 if [[ -n "${MONGODB_URI:-}" ]]; then
 	export SESSION_STORE=mongodb
-	echo "demo.sh: sessions in MongoDB (database ${MONGODB_DATABASE:-caddy}, collection ${MONGODB_COLLECTION:-sessions})"
+	echo "demo.sh: sessions in MongoDB (the database the URI names, else caddy; collection ${MONGODB_COLLECTION:-sessions})"
 else
 	export SESSION_STORE=memory
 	echo "demo.sh: sessions in memory (FERRETDB=1 or MONGODB_URI=... for MongoDB)"

@@ -86,7 +86,7 @@ func mongoClientKey(uri string, timeouts ...time.Duration) string {
 //
 //	store mongodb [<uri>] {
 //	    uri             <uri>          # required; {env.MONGODB_URI} works
-//	    database        <name>         # default: caddy
+//	    database        <name>         # default: the URI's database, else caddy
 //	    collection      <name>         # default: sessions
 //	    timeout         <duration>     # per operation, default: 3s
 //	    connect_timeout <duration>     # connect and heartbeats, default: 10s
@@ -100,7 +100,9 @@ type MongoDBStore struct {
 	// provision time. It is never logged.
 	URI string `json:"uri,omitempty"`
 
-	// Database holds the sessions collection. Default "caddy".
+	// Database holds the sessions collection. Default: the database the
+	// URI names (mongodb+srv://.../myapp), as MongoDB drivers do, else
+	// "caddy".
 	Database string `json:"database,omitempty"`
 
 	// Collection holds one document per session. Default "sessions".
@@ -207,7 +209,10 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 		return err // Caddy calls Cleanup, which drops the reference
 	}
 	m.guard = &guard{st: st}
-	ctx.Logger().Info("mongodb session store ready",
+	// Not "ready" yet: the client dials in the background. The store logs
+	// "ready" once the server answered, or that it is unavailable (and
+	// again when it is back).
+	ctx.Logger().Info("mongodb session store configured; connecting in the background",
 		zap.String("database", st.Collection().Database().Name()),
 		zap.String("collection", st.Collection().Name()),
 		zap.Duration("timeout", timeout),

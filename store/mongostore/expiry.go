@@ -75,6 +75,12 @@ func (s *Store) setup() {
 	if !s.retry("checking the server", s.checkServer) {
 		return
 	}
+	// Only now: a store whose server never answered is not ready, whatever
+	// its configuration says (retry logged the outage and will log the
+	// recovery).
+	s.log.Info("mongodb session store ready: the server answered",
+		zap.String("database", s.coll.Database().Name()),
+		zap.String("collection", s.coll.Name()))
 	if !s.retry("checking the encryption keys", s.checkKeys) {
 		return
 	}

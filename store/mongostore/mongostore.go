@@ -54,9 +54,11 @@
 package mongostore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,7 +96,9 @@ type Options struct {
 	// line.
 	URI string
 
-	// Database holds the sessions collection. Default "caddy".
+	// Database holds the sessions collection. Default: the database the
+	// URI names (mongodb://host/myapp), as MongoDB drivers do, else
+	// "caddy".
 	Database string
 
 	// Collection holds one document per session. Default "sessions".
@@ -168,7 +172,7 @@ type Options struct {
 // durations. Open and New call it; configuration front ends (the Caddy
 // module) call it too, so every way of configuring gets the same errors.
 func (o Options) Validate() error {
-	if db := o.Database; db != "" && (len(db) > 63 || strings.ContainsAny(db, "/\\. \"$*<>:|?\x00")) {
+	if db := cmp.Or(o.Database, URIDatabase(o.URI)); db != "" && (len(db) > 63 || strings.ContainsAny(db, "/\\. \"$*<>:|?\x00")) {
 		return fmt.Errorf("mongostore: invalid database name %q", db)
 	}
 	if c := o.Collection; c != "" && (strings.ContainsAny(c, "$\x00") || strings.HasPrefix(c, "system.") ||
@@ -194,7 +198,7 @@ func (o Options) Validate() error {
 
 func (o Options) withDefaults() Options {
 	if o.Database == "" {
-		o.Database = DefaultDatabase
+		o.Database = cmp.Or(URIDatabase(o.URI), DefaultDatabase)
 	}
 	if o.Collection == "" {
 		o.Collection = DefaultCollection
@@ -218,6 +222,30 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
+}
+
+// URIDatabase returns the database a MongoDB connection string names
+// (mongodb://user:pass@host1,host2/myapp?opts gives "myapp"), or "" when
+// it names none. It only reads the string: no DNS lookup, even for
+// mongodb+srv.
+func URIDatabase(uri string) string {
+	_, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return ""
+	}
+	rest, _, _ = strings.Cut(rest, "?")
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:] // user info may hold any character, escaped or not
+	}
+	_, db, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	db, err := url.PathUnescape(db)
+	if err != nil {
+		return ""
+	}
+	return db
 }
 
 // ParseWriteConcern turns the WriteConcern option into the driver's
@@ -331,7 +359,8 @@ func Open(opts Options) (*Store, error) {
 
 // New returns a Store on client, which stays the caller's: Close does not
 // disconnect it, so one client (one connection pool) can serve several
-// stores. opts.URI is only used to keep it out of error messages;
+// stores. opts.URI is only used to keep it out of error messages and for
+// the database when opts.Database is empty;
 // opts.Monitor and the timeouts other than OpTimeout are ignored (they
 // belong to the client). New starts background work (index builds, the
 // sweeper, a check of the write concern against the server); it never
