@@ -90,14 +90,28 @@ func (a *adminSessions) serve(w http.ResponseWriter, r *http.Request) error {
 		result, err = a.serveSubject(r, arg)
 	case "sessions":
 		result, err = a.serveHandle(r, arg)
+	case "jwks":
+		result, err = serveJWKS(r, arg)
 	default:
-		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject> or /session/sessions/<handle>", r.URL.Path)
+		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject>, /session/sessions/<handle> or /session/jwks", r.URL.Path)
 	}
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(result)
+}
+
+// serveJWKS answers GET /session/jwks with the key set session_jwks
+// serves.
+func serveJWKS(r *http.Request, arg string) (any, error) {
+	if arg != "" || strings.HasSuffix(r.URL.EscapedPath(), "/") {
+		return nil, apiError(http.StatusNotFound, "unknown session API path %q: use /session/jwks", r.URL.Path)
+	}
+	if r.Method != http.MethodGet {
+		return nil, methodNotAllowed(r, "GET")
+	}
+	return keySet(), nil
 }
 
 func (a *adminSessions) serveSubject(r *http.Request, escaped string) (any, error) {

@@ -77,6 +77,13 @@ func parseSessionCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //	        bypass <pattern>...
 //	        off
 //	    }
+//	    assertion {
+//	        key      <PEM file> | {env.VAR}
+//	        previous <PEM public key file>...
+//	        issuer   <string>
+//	        audience <string>
+//	        ttl      <duration>
+//	    }
 //	}
 //
 // It only parses: Validate checks the values, for JSON configs too.
@@ -168,6 +175,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				h.MaxSessionsPerSubject = n
 			}
+		case "assertion":
+			h.Assertion, err = parseAssertion(d)
 		case "adopt":
 			var cfg adopt.Config
 			if cfg, err = parseAdopt(d); err == nil {
@@ -181,6 +190,43 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseAssertion reads an assertion block. An empty audience or issuer
+// ("") is refused here: in JSON, the empty string means the default.
+func parseAssertion(d *caddyfile.Dispenser) (*AssertionConfig, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	c := new(AssertionConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "key":
+			c.Key, err = cfarg.One(d)
+		case "previous":
+			c.Previous = append(c.Previous, d.RemainingArgs()...)
+			if len(c.Previous) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "issuer":
+			c.Issuer, err = cfarg.One(d)
+		case "audience":
+			c.Audience, err = cfarg.One(d)
+		case "ttl":
+			c.TTL, err = cfarg.Duration(d)
+		default:
+			return nil, d.Errf("unknown assertion option %q", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if (opt == "audience" || opt == "issuer" || opt == "key") && d.Val() == "" {
+			return nil, d.Errf("assertion %s is empty", opt)
+		}
+	}
+	return c, nil
 }
 
 // parseCrossOrigin reads a cross_origin block.

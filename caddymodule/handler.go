@@ -122,6 +122,12 @@ type Handler struct {
 	// ended. 0, the default, is no limit. Needs Subject.
 	MaxSessionsPerSubject int `json:"max_sessions_per_subject,omitempty"`
 
+	// Assertion signs every request the matcher selects: the upstream
+	// gets <header_prefix>-Assertion, a JWT binding the X-Session value
+	// sent, which it verifies with the keys session_jwks publishes. Off
+	// by default. See docs/protocol.md, "Assertion".
+	Assertion *AssertionConfig `json:"assertion,omitempty"`
+
 	matchers caddyhttp.MatcherSets
 	store    store.Store
 	index    store.SubjectIndex // nil when the store cannot find by subject
@@ -136,6 +142,7 @@ type Handler struct {
 	logger   *zap.Logger
 	run      *runState
 	sso      ssoState
+	asserter *asserter // nil without assertion
 
 	metrics         *sessionMetrics // prebuilt counters (metrics.go)
 	unregisterStore func()          // undoes registerStore (livestores.go)
@@ -183,18 +190,19 @@ func (h *Handler) now() time.Time { return clock() }
 
 // headerNames are the protocol's header names for one prefix.
 type headerNames struct {
-	prefix, data, meta, update, patch, control string
+	prefix, data, meta, update, patch, control, assertion string
 }
 
 func newHeaderNames(prefix string) headerNames {
 	c := http.CanonicalHeaderKey
 	return headerNames{
-		prefix:  strings.ToLower(strings.ReplaceAll(prefix, "_", "-")),
-		data:    c(prefix),
-		meta:    c(prefix + protocol.SuffixMeta),
-		update:  c(prefix + protocol.SuffixUpdate),
-		patch:   c(prefix + protocol.SuffixPatch),
-		control: c(prefix + protocol.SuffixControl),
+		prefix:    strings.ToLower(strings.ReplaceAll(prefix, "_", "-")),
+		data:      c(prefix),
+		meta:      c(prefix + protocol.SuffixMeta),
+		update:    c(prefix + protocol.SuffixUpdate),
+		patch:     c(prefix + protocol.SuffixPatch),
+		control:   c(prefix + protocol.SuffixControl),
+		assertion: c(prefix + assertionSuffix),
 	}
 }
 
@@ -221,7 +229,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	// The assertion's keys are read and checked before anything is
+	// opened: a bad key is a config error, not a half-started handler.
+	keys, err := h.Assertion.check()
+	if err != nil {
+		return err
+	}
 	if err := h.provisionSecrets(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionAssertion(ctx, keys); err != nil {
 		return err
 	}
 	if err := h.provisionStore(ctx); err != nil {
@@ -304,6 +321,9 @@ func (h *Handler) provisionStore(ctx caddy.Context) error {
 // Cleanup unregisters the handler from the admin API and stops the
 // adopted legacy sessions' sweep.
 func (h *Handler) Cleanup() error {
+	if h.asserter != nil {
+		unregisterKeys(h.asserter)
+	}
 	if h.unregisterStore != nil {
 		h.unregisterStore()
 	}
@@ -361,6 +381,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)
 	}
 	if err := h.validateSSO(); err != nil {
+		return err
+	}
+	if _, err := h.Assertion.check(); err != nil {
 		return err
 	}
 	return h.CrossOrigin.validate()

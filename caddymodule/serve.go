@@ -60,6 +60,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	data, meta := st.requestValues()
 	st.setOne(r.Header, h.hdr.data, valData, data)
 	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
+	if h.asserter != nil {
+		if err := h.setAssertion(r, st, data); err != nil {
+			return rw.answerError(err)
+		}
+	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(st.placeholder)
 	st.setSubject(repl)

@@ -53,10 +53,11 @@ type state struct {
 
 // Indexes into state.vals.
 const (
-	valData  = iota // X-Session
-	valMeta         // X-Session-Meta
-	valVary         // Vary
-	valCache        // Cache-Control
+	valData      = iota // X-Session
+	valMeta             // X-Session-Meta
+	valVary             // Vary
+	valCache            // Cache-Control
+	valAssertion        // X-Session-Assertion
 	numVals
 )
 
@@ -189,6 +190,14 @@ func (h *Handler) subjectOf(data json.RawMessage) string {
 		return ""
 	}
 	return fmt.Sprint(placeholderValue(v))
+}
+
+// version is the loaded record's version; 0 without a session.
+func (st *state) version() int64 {
+	if st.rec == nil {
+		return 0
+	}
+	return st.rec.Version
 }
 
 // handle names the session in logs without revealing anything usable.
