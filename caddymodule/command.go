@@ -131,11 +131,14 @@ Prints how many sessions were ended.
 func sessionGenSecretCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "gen-secret",
-		Short: "Prints a new random signing secret",
+		Short: "Prints a new random signing secret or encryption key",
 		Long: `
 Prints a new secret for the session handler's secret option: 32 random
 bytes, hex-encoded (64 characters). To rotate, put the new secret first
 and keep the old one after it until the cookies it signed have expired.
+
+The same form is a key for the MongoDB store's encryption_key and
+subject_key options (run it once for each: they must differ).
 `,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {

@@ -228,6 +228,8 @@ func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if m.MaxSessions, err = strconv.Atoi(v); err != nil {
 				return d.Errf("max_sessions: %q is not a whole number", v)
 			}
+		case "encryption_key", "subject_key", "require_sealed":
+			return d.Errf("%s: the memory store keeps sessions inside the Caddy process, where sealing them would protect nothing; it is an option of store mongodb", d.Val())
 		default:
 			return d.Errf("unknown memory store option '%s'", d.Val())
 		}

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +93,9 @@ func mongoClientKey(uri string, timeouts ...time.Duration) string {
 //	    connect_timeout <duration>     # connect and heartbeats, default: 10s
 //	    write_concern   majority|<n>|<tag>   # default: majority
 //	    sweep_interval  <duration>     # only without a TTL index, default: 1m
+//	    encryption_key  <key> [<older keys>...]  # seal sessions at rest (docs/storage.md)
+//	    subject_key     <key>          # required with encryption_key; never rotated
+//	    require_sealed                 # documents without a seal are no session
 //	}
 type MongoDBStore struct {
 	// URI is the MongoDB connection string; TLS, authentication and the
@@ -128,6 +132,34 @@ type MongoDBStore struct {
 	// SweepInterval is how often expired sessions are deleted while no
 	// TTL index exists (being built, or refused by the server). Default 1m.
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
+	// EncryptionKey seals every session written (format 3,
+	// docs/storage.md): the data, the subject and what else a session
+	// records, with AES-256-GCM, bound to its document. The first key
+	// seals; every key opens, so rotating is: add the new key after the
+	// old one everywhere, then put it first, then drop the old one once
+	// sessions have been written again or expired (docs/operations.md).
+	// Each key is 32 random bytes written as 64 hex digits or in base64,
+	// never a passphrase: `caddy session gen-secret` prints one.
+	// Placeholders such as {env.SESSION_ENCRYPTION_KEY} are resolved at
+	// provision time. Keys are never logged; log lines name them by key
+	// id. Without it sessions are stored in the clear (format 2).
+	EncryptionKey []string `json:"encryption_key,omitempty"`
+
+	// SubjectKey is the key of the HMAC-SHA-256 under which sealed
+	// sessions keep their subject and IdP session id, so revoke-all, the
+	// admin API and back-channel logout find them whichever encryption
+	// key sealed them. Required with EncryptionKey and refused without
+	// it; same form as a key. It does not rotate: sessions stored under
+	// another subject key are not found by subject.
+	SubjectKey string `json:"subject_key,omitempty"`
+
+	// RequireSealed makes documents without a seal (written before
+	// EncryptionKey was set, or planted by someone who can write to the
+	// collection) read as no session. Off by default so that switching
+	// sealing on keeps the sessions written before; turn it on once they
+	// have all been written again or expired.
+	RequireSealed bool `json:"require_sealed,omitempty"`
 
 	// guard holds the open store: the module's store.Store and
 	// store.SubjectIndex methods call it through guard.do, and once the
@@ -173,9 +205,60 @@ func (m *MongoDBStore) options(ctx caddy.Context) (mongostore.Options, error) {
 		ConnectTimeout: time.Duration(m.ConnectTimeout),
 		WriteConcern:   repl.ReplaceKnown(m.WriteConcern, ""),
 		SweepInterval:  time.Duration(m.SweepInterval),
+		RequireSealed:  m.RequireSealed,
 		Logger:         ctx.Logger(),
 	}
+	var err error
+	if opts.EncryptionKeys, opts.SubjectKey, err = m.keys(repl); err != nil {
+		return mongostore.Options{}, err
+	}
 	return opts, opts.Validate()
+}
+
+// keys parses encryption_key and subject_key, placeholders resolved by
+// repl (nil: the raw config, whose placeholders are left to Provision).
+// Errors name the option and the key's position, never the key.
+func (m *MongoDBStore) keys(repl *caddy.Replacer) (sealing [][]byte, subject []byte, err error) {
+	parse := func(name, v string) ([]byte, error) {
+		if repl != nil {
+			v = strings.TrimSpace(repl.ReplaceKnown(v, ""))
+		} else if strings.Contains(v, "{") {
+			return nil, nil
+		}
+		if v == "" {
+			return nil, fmt.Errorf("mongodb session store: %s is empty after resolving placeholders (is the environment variable set?)", name)
+		}
+		k, err := mongostore.ParseKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("mongodb session store: %s: %w", name, err)
+		}
+		return k, nil
+	}
+	for i, v := range m.EncryptionKey {
+		name := "encryption_key"
+		if len(m.EncryptionKey) > 1 {
+			name = fmt.Sprintf("encryption_key %d of %d", i+1, len(m.EncryptionKey))
+		}
+		k, err := parse(name, v)
+		if err != nil {
+			return nil, nil, err
+		}
+		sealing = append(sealing, k)
+	}
+	if m.SubjectKey != "" {
+		if subject, err = parse("subject_key", m.SubjectKey); err != nil {
+			return nil, nil, err
+		}
+	}
+	switch {
+	case len(m.EncryptionKey) > 0 && m.SubjectKey == "":
+		return nil, nil, errors.New("mongodb session store: encryption_key needs subject_key (the HMAC key of the subject index, which does not rotate with the encryption keys; `caddy session gen-secret` prints one)")
+	case len(m.EncryptionKey) == 0 && m.SubjectKey != "":
+		return nil, nil, errors.New("mongodb session store: subject_key without encryption_key: the subject is hashed only in sealed documents")
+	case len(m.EncryptionKey) == 0 && m.RequireSealed:
+		return nil, nil, errors.New("mongodb session store: require_sealed without encryption_key would refuse every session")
+	}
+	return sealing, subject, nil
 }
 
 // Provision resolves placeholders, takes a reference to the shared client
@@ -216,8 +299,18 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 		zap.String("database", st.Collection().Database().Name()),
 		zap.String("collection", st.Collection().Name()),
 		zap.Duration("timeout", timeout),
-		zap.Bool("shared_client", shared))
+		zap.Bool("shared_client", shared),
+		zap.Strings("encryption_key_ids", keyIDs(opts.EncryptionKeys)))
 	return nil
+}
+
+// keyIDs names keys for a log line (mongostore.KeyID), never showing them.
+func keyIDs(keys [][]byte) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = mongostore.KeyID(k)
+	}
+	return ids
 }
 
 // Validate checks the settings that do not need placeholders resolved;
@@ -230,6 +323,14 @@ func (m *MongoDBStore) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("mongodb session store: %s must not be negative", d.name)
 		}
+	}
+	sealing, subject, err := m.keys(nil)
+	if err != nil || slices.ContainsFunc(sealing, func(k []byte) bool { return k == nil }) || (m.SubjectKey != "" && subject == nil) {
+		return err // placeholders: Provision checks the resolved keys
+	}
+	o := mongostore.Options{EncryptionKeys: sealing, SubjectKey: subject, RequireSealed: m.RequireSealed}
+	if err := o.Validate(); err != nil {
+		return fmt.Errorf("mongodb session store: %w", err)
 	}
 	return nil
 }
@@ -282,6 +383,9 @@ func (m *MongoDBStore) release(key string) error {
 //	    connect_timeout <duration>
 //	    write_concern <w>
 //	    sweep_interval <duration>
+//	    encryption_key <key> [<older keys>...]
+//	    subject_key <key>
+//	    require_sealed
 //	}
 func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the module name, "mongodb"
@@ -308,6 +412,18 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.WriteConcern, err = cfarg.One(d)
 		case "sweep_interval":
 			m.SweepInterval, err = cfarg.Duration(d)
+		case "encryption_key":
+			m.EncryptionKey = d.RemainingArgs()
+			if len(m.EncryptionKey) == 0 {
+				return d.ArgErr()
+			}
+		case "subject_key":
+			m.SubjectKey, err = cfarg.One(d)
+		case "require_sealed":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.RequireSealed = true
 		default:
 			return d.Errf("unknown mongodb store option '%s'", d.Val())
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestMongoDBStoreCaddyfile(t *testing.T) {
 		WriteConcern:   "1",
 		SweepInterval:  caddy.Duration(30 * time.Second),
 	}
-	if m != want {
+	if !reflect.DeepEqual(m, want) {
 		t.Fatalf("parsed %+v, want %+v", m, want)
 	}
 
@@ -78,6 +79,60 @@ func TestMongoDBStoreCaddyfile(t *testing.T) {
 		err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.input, err, tc.wantErr)
+		}
+	}
+}
+
+// TestMongoDBStoreSealingOptions: encryption_key takes the sealing key
+// and older ones, subject_key one key, require_sealed no argument; keys
+// of the wrong length or encoding are config errors, in Validate for a
+// literal key and in Provision for a placeholder, before any client is
+// made, and no error quotes a key.
+func TestMongoDBStoreSealingOptions(t *testing.T) {
+	k1, k2, sk := strings.Repeat("ab", 32), "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=", strings.Repeat("cd", 32)
+	var m MongoDBStore
+	if err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mongodb db {\n encryption_key " + k1 + " " + k2 +
+		"\n subject_key " + sk + "\n require_sealed\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.EncryptionKey, []string{k1, k2}) || m.SubjectKey != sk || !m.RequireSealed {
+		t.Fatalf("parsed %+v", m)
+	}
+	if err := m.Validate(); err == nil || !strings.Contains(err.Error(), "given twice") {
+		// k2 is k1 in base64: the same key twice.
+		t.Fatalf("the same key twice: %v", err)
+	}
+	for _, in := range []string{"encryption_key", "subject_key", "subject_key a b", "require_sealed yes"} {
+		var m MongoDBStore
+		if err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mongodb db {\n " + in + "\n}")); err == nil {
+			t.Errorf("%q parsed", in)
+		}
+	}
+
+	t.Setenv("CADDY_SESSION_TEST_SHORT_KEY", k1[:60])
+	timeout := caddy.Duration(3456 * time.Millisecond)
+	for _, tc := range []struct {
+		m    MongoDBStore
+		want string
+	}{
+		{MongoDBStore{EncryptionKey: []string{k1[:60]}, SubjectKey: sk}, "30 bytes"},
+		{MongoDBStore{EncryptionKey: []string{"not base64 at all!"}, SubjectKey: sk}, "neither"},
+		{MongoDBStore{EncryptionKey: []string{"{env.CADDY_SESSION_TEST_SHORT_KEY}"}, SubjectKey: sk}, "encryption_key"},
+		{MongoDBStore{EncryptionKey: []string{k1}}, "needs subject_key"},
+		{MongoDBStore{SubjectKey: sk}, "without encryption_key"},
+		{MongoDBStore{RequireSealed: true}, "require_sealed"},
+		{MongoDBStore{EncryptionKey: []string{k1}, SubjectKey: k1}, "differ"},
+	} {
+		tc.m.URI, tc.m.Timeout = "mongodb://127.0.0.1:1/", timeout
+		err := provisionErr(&tc.m)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error mentioning %q", tc.m, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), k1[:16]) || strings.Contains(err.Error(), sk[:16])) {
+			t.Errorf("the error quotes a key: %v", err)
+		}
+		if n, _ := mongoClients.References(mongoClientKey(tc.m.URI, time.Duration(timeout))); n != 0 {
+			t.Errorf("%+v: a client was made before the keys were checked", tc.m)
 		}
 	}
 }

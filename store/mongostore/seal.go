@@ -65,10 +65,13 @@ const nonceLen = 12 // GCM's standard nonce
 // `caddy session gen-secret` prints) or in base64 (standard or URL
 // alphabet, padded or not). Errors never quote the key.
 func ParseKey(s string) ([]byte, error) {
-	if len(s) == 2*KeyLen {
-		if k, err := hex.DecodeString(s); err == nil {
-			return k, nil
+	if k, err := hex.DecodeString(s); err == nil && len(s) > 0 {
+		// Hex (base64 of a 32-byte key is 43 or 44 characters, never
+		// only hex digits in practice).
+		if len(k) != KeyLen {
+			return nil, fmt.Errorf("mongostore: a key is %d random bytes (%d hex digits); this one is %d bytes of hex (`caddy session gen-secret` prints a suitable key)", KeyLen, 2*KeyLen, len(k))
 		}
+		return k, nil
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		k, err := enc.Strict().DecodeString(s)
