@@ -468,9 +468,10 @@ func uniqueName(t *testing.T) string {
 	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + rand.Text()[:8]
 }
 
-// TestHardeningContentionIsA503 makes every compare-and-set lose: after a
-// few attempts the gateway answers 503 with Retry-After and writes
-// nothing, for updates and regenerates alike.
+// TestHardeningContentionIsA503 makes every compare-and-set lose: after
+// the four attempts protocol.md documents, no more and no fewer, the
+// gateway answers 503 with Retry-After and writes nothing, for updates,
+// regenerates and destroys alike.
 func TestHardeningContentionIsA503(t *testing.T) {
 	up := upstream(t)
 	g := startGateway(t, globalOptions(t), "\tsession {\n\t\tstore flaky\n\t\tsecret "+testSecret+"\n\t}\n", up)
@@ -485,6 +486,7 @@ func TestHardeningContentionIsA503(t *testing.T) {
 	for _, tc := range []struct{ name, query, write string }{
 		{"patch", patchQuery(`{"n":1}`), "update"},
 		{"regenerate", "control=regenerate&" + patchQuery(`{"n":1}`), "rotate"},
+		{"destroy", "control=destroy", "rotate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			flakyMode.Store(3)
@@ -495,8 +497,11 @@ func TestHardeningContentionIsA503(t *testing.T) {
 			if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") != "5" {
 				t.Fatalf("status %d, Retry-After %q; want 503 and 5", r.Status, r.Header.Get("Retry-After"))
 			}
-			if n := strings.Count(strings.Join(ops, " "), tc.write); n < 2 || n > 8 {
-				t.Fatalf("store calls %q: want a few bounded %s attempts", ops, tc.write)
+			// The documented bound, written out: a change of maxAttempts
+			// must change protocol.md too.
+			const documentedAttempts = 4
+			if n := strings.Count(strings.Join(ops, " "), tc.write); n != documentedAttempts {
+				t.Fatalf("store calls %q: %d %s attempts, want the documented %d", ops, n, tc.write, documentedAttempts)
 			}
 			if r.Header.Get("Set-Cookie") != "" || g.sessionCookie("session") != token {
 				t.Fatalf("a failed write touched the cookie: %q", r.Header.Get("Set-Cookie"))
