@@ -192,14 +192,19 @@ func (st *state) extend(hdr http.Header, exp time.Time) {
 }
 
 // destroy ends the session (and, with revoke-all, every session of its
-// subject) and expires the cookie.
+// subject) and expires the cookie. revoke-all goes by the subject the
+// session had when it was loaded: the session ends, so the response's
+// changes are never applied (protocol.md). It deletes the subject's
+// other sessions first and then retires this one like a logout, so a
+// failed retirement leaves the request retryable, and a logout that
+// raced a login cannot undo it.
 func (st *state) destroy(ctx context.Context, hdr http.Header, out *protocol.Outcome) error {
 	h := st.h
 	if err := st.checkRevoke(out, st.subject()); err != nil {
 		return err
 	}
 	if out.RevokeAll {
-		if err := st.revoke(ctx, st.subject(), ""); err != nil {
+		if err := st.revoke(ctx, st.subject(), st.key); err != nil {
 			return err
 		}
 	}

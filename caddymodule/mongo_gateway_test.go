@@ -591,4 +591,6 @@ func TestMongoGatewayRoundTrips(t *testing.T) {
 	step("log in (a subject)", get("/?patch="+url.QueryEscape(`{"user":"ann"}`)), "find", "update")
 	step("revoke-others: one delete by subject", get("/?control=revoke-others"), "find", "delete")
 	step("destroy (a compare-and-set retirement)", get("/?control=destroy"), "find", "update")
+	step("log in again", get("/?patch="+url.QueryEscape(`{"user":"ann"}`)), "insert")
+	step("revoke-all: the other sessions by subject, then this one's retirement", get("/?control=revoke-all"), "find", "delete", "update")
 }

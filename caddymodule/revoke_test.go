@@ -126,3 +126,48 @@ func TestRevokeRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokeSubjectRule pins which subject each directive revokes by
+// when the same response also changes the subject (protocol.md):
+// revoke-others keeps the session, changed, so it goes by the subject
+// after the change; revoke-all ends the session like destroy, so the
+// response's change is ignored and it goes by the subject the session
+// had when the request arrived. Both stores.
+func TestRevokeSubjectRule(t *testing.T) {
+	for _, st := range revokeStores {
+		t.Run(st.name, func(t *testing.T) {
+			up := upstream(t)
+			g := startGateway(t, globalOptions(t), st.body(t), up)
+			alice1, alice2, bob1 := revokeLogin(t, g, "alice"), revokeLogin(t, g, "alice"), revokeLogin(t, g, "bob")
+
+			g.step(t, "revoke-all with a patch to another subject ends the sessions of the stored one", func(t *testing.T, _ *gateway) {
+				r := alice1.get("/?control=revoke-all&" + patchQuery(`{"user":"bob"}`))
+				if r.Status != http.StatusOK || !strings.Contains(r.Header.Get("Set-Cookie"), "Max-Age=0") {
+					t.Fatalf("revoke-all: status %d, Set-Cookie %q", r.Status, r.Header.Get("Set-Cookie"))
+				}
+				wantUser(t, alice1, "the browser that logged out everywhere", "")
+				wantUser(t, alice2, "alice's other browser", "")
+				wantUser(t, bob1, "bob, named only by the ignored patch", "bob")
+			})
+
+			g.step(t, "revoke-all with a patch removing the subject still revokes", func(t *testing.T, _ *gateway) {
+				alice3, alice4 := revokeLogin(t, g, "alice"), revokeLogin(t, g, "alice")
+				if r := alice3.get("/?control=revoke-all&" + patchQuery(`{"user":null}`)); r.Status != http.StatusOK {
+					t.Fatalf("revoke-all with the subject patched away: status %d, want 200", r.Status)
+				}
+				wantUser(t, alice3, "the browser that logged out everywhere", "")
+				wantUser(t, alice4, "alice's other browser", "")
+			})
+
+			g.step(t, "revoke-others goes by the subject after the change", func(t *testing.T, _ *gateway) {
+				bob2, carol := revokeLogin(t, g, "bob"), revokeLogin(t, g, "carol")
+				if r := bob2.get("/?control=revoke-others&" + patchQuery(`{"user":"carol"}`)); r.Status != http.StatusOK {
+					t.Fatalf("revoke-others: status %d", r.Status)
+				}
+				wantUser(t, bob2, "the browser that became carol", "carol")
+				wantUser(t, carol, "carol's other browser", "")
+				wantUser(t, bob1, "bob's other browser", "bob")
+			})
+		})
+	}
+}

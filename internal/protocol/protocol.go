@@ -148,7 +148,9 @@ type Outcome struct {
 	// With Destroy it becomes RevokeAll.
 	RevokeOthers bool
 	// RevokeAll says every session of the same subject ends, this one
-	// included unless it is regenerated.
+	// included. The gateway then ends the session as for Destroy,
+	// ignoring the change, Regenerate and MaxAge, and revokes by the
+	// subject the session had when it was loaded.
 	RevokeAll bool
 	// MaxAge is the new idle timeout the upstream asked for, or nil.
 	MaxAge *time.Duration
