@@ -31,6 +31,24 @@ func newCookieSource(cfg adopt.Config, keys [][]byte, check adopt.Check) (*adopt
 	return adopt.New(cfg, keys, nil, check)
 }
 
+// checkAdopt checks the adopt blocks, and refuses a key that is empty once
+// its placeholders are resolved, before anything is opened.
+func (h *Handler) checkAdopt() error {
+	repl := caddy.NewReplacer()
+	for i := range h.Adopt {
+		cfg := &h.Adopt[i]
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		for j, k := range cfg.Keys {
+			if repl.ReplaceKnown(k, "") == "" {
+				return fmt.Errorf("adopt %s: key %d is empty (unset environment variable?) (adopt block %d)", cfg.Kind, j+1, i+1)
+			}
+		}
+	}
+	return nil
+}
+
 // provisionAdopt builds the legacy session sources and starts their sweep.
 func (h *Handler) provisionAdopt(mod any) error {
 	if len(h.Adopt) == 0 {

@@ -6,9 +6,12 @@ package caddymodule
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sessiongate/caddy-session/store/memstore"
 )
 
 // loadSessionJSON loads a JSON config whose only route is a session
@@ -149,5 +152,68 @@ func checkSameConfigError(t *testing.T, json, caddyfile, want string) {
 	}
 	if j != c {
 		t.Errorf("different errors:\nJSON:      %s\nCaddyfile: %s", j, c)
+	}
+}
+
+// provisionedStores counts the Provision calls of the test store module
+// http.session.stores.provisioned: a bad config must open nothing.
+var provisionedStores atomic.Int64
+
+// provisionedStore is a memory store that counts its provisioning.
+type provisionedStore struct{ *memstore.Store }
+
+func init() { caddy.RegisterModule(new(provisionedStore)) }
+
+func (*provisionedStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.session.stores.provisioned", New: func() caddy.Module { return new(provisionedStore) }}
+}
+
+func (p *provisionedStore) Provision(caddy.Context) error {
+	provisionedStores.Add(1)
+	p.Store = memstore.New()
+	return nil
+}
+
+func (p *provisionedStore) Cleanup() error { return p.Close() }
+
+// TestConfigBadOpensNothing: Caddy provisions a module before it
+// validates it, so the handler runs its checks first: a bad config never
+// provisions its store (no client, no goroutine), and a good one does.
+func TestConfigBadOpensNothing(t *testing.T) {
+	store := `"store":{"type":"provisioned"}`
+	for _, bad := range []string{
+		`"idle_timeout":"2h","lifetime":"1h"`,
+		`"header_prefix":"C"`,
+		`"cookie":{"same_site":"sideways"}`,
+		`"secrets":["{env.CADDY_SESSION_TEST_UNSET}"]`,
+		`"adopt":[{"kind":"koa","keys":["{env.CADDY_SESSION_TEST_UNSET}"]}]`,
+	} {
+		provisionedStores.Store(0)
+		if err := loadSessionJSON(t, bad+","+store); err == nil {
+			_ = caddy.Stop()
+			t.Fatalf("%s: accepted", bad)
+		}
+		if n := provisionedStores.Load(); n != 0 {
+			t.Errorf("%s: the store was provisioned %d times before the config was refused", bad, n)
+		}
+	}
+	provisionedStores.Store(0)
+	if err := loadSessionJSON(t, store); err != nil {
+		t.Fatal(err)
+	}
+	_ = caddy.Stop()
+	if n := provisionedStores.Load(); n != 1 {
+		t.Fatalf("a good config provisioned its store %d times, want 1", n)
+	}
+}
+
+// TestConfigErrorDeterministic: with several bad values the first in the
+// list is reported, every time.
+func TestConfigErrorDeterministic(t *testing.T) {
+	h := &Handler{IdleTimeout: -1, Lifetime: -1, TouchInterval: -1}
+	for range 20 {
+		if err := h.Validate(); err == nil || err.Error() != "idle_timeout must not be negative" {
+			t.Fatalf("Validate: %v, want the idle_timeout error every time", err)
+		}
 	}
 }

@@ -22,13 +22,16 @@ import (
 func init() {
 	caddy.RegisterModule(Handler{})
 	httpcaddyfile.RegisterDirective("session", parseSessionCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("require_session", parseRequireCaddyfile)
 	// Load the session early: after rewrites and try_files (so matchers see
 	// the final path) and before authentication, request_header and the
-	// handlers that answer, so all of them can use its placeholders.
-	httpcaddyfile.RegisterDirectiveOrder("session", httpcaddyfile.Before, "basic_auth")
-	httpcaddyfile.RegisterHandlerDirective("require_session", parseRequireCaddyfile)
-	// Directly after session: both are inserted before basic_auth, in turn.
-	httpcaddyfile.RegisterDirectiveOrder("require_session", httpcaddyfile.Before, "basic_auth")
+	// handlers that answer, so all of them can use its placeholders; then
+	// require_session, which reads it. Caddy orders a plugin's directive
+	// only against standard ones, so the two go before basic_auth in this
+	// order (testdata/adapt/order.txt checks it).
+	for _, dir := range []string{"session", "require_session"} {
+		httpcaddyfile.RegisterDirectiveOrder(dir, httpcaddyfile.Before, "basic_auth")
+	}
 }
 
 // Defaults, documented in docs/caddyfile.md.
@@ -214,9 +217,14 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision works out the defaults and sets up the matchers, the store
-// and the signing keys. Checks are Validate's.
+// Provision checks the config, works out the defaults and sets up the
+// matchers, the store and the signing keys. Caddy calls Provision before
+// Validate, so the checks run first: a bad config opens nothing (no store
+// client, no goroutine, no storage access).
 func (h *Handler) Provision(ctx caddy.Context) error {
+	if err := h.check(); err != nil {
+		return err
+	}
 	h.logger = ctx.Logger()
 	h.run = new(runState)
 	h.provisionDefaults()
@@ -249,30 +257,49 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // provisionDefaults fills in every default in one place.
 func (h *Handler) provisionDefaults() {
-	cc := h.Cookie
-	if cc == nil {
-		cc = &CookieConfig{}
-	}
-	h.policy = policy{
-		idle:         durationOr(h.IdleTimeout, DefaultIdleTimeout),
-		lifetime:     durationOr(h.Lifetime, DefaultLifetime),
-		touch:        time.Duration(h.TouchInterval),
-		cookieMaxAge: time.Duration(cc.MaxAge),
-	}
+	h.policy = h.configPolicy()
 	h.maxLine = h.MaxUpdateSize
 	if h.maxLine == 0 {
 		h.maxLine = protocol.DefaultMaxLine
 	}
-	prefix := h.HeaderPrefix
-	if prefix == "" {
-		prefix = protocol.DefaultPrefix
-	}
-	h.hdr = newHeaderNames(prefix)
+	h.hdr = h.configHeaderNames()
 	if h.Subject != "" {
 		h.subject = strings.Split(h.Subject, ".")
 	}
-	sameSite, _ := cookie.ParseSameSite(cc.SameSite) // checked in Validate
-	h.attrs = cookie.Attributes{
+	h.attrs = h.configAttributes()
+	h.csrf = h.CrossOrigin.protection()
+}
+
+// cookieConfig is the cookie block, empty when there is none.
+func (h *Handler) cookieConfig() *CookieConfig {
+	if h.Cookie == nil {
+		return &CookieConfig{}
+	}
+	return h.Cookie
+}
+
+// configPolicy is the expiry policy the config asks for, defaults filled in.
+func (h *Handler) configPolicy() policy {
+	return policy{
+		idle:         durationOr(h.IdleTimeout, DefaultIdleTimeout),
+		lifetime:     durationOr(h.Lifetime, DefaultLifetime),
+		touch:        time.Duration(h.TouchInterval),
+		cookieMaxAge: time.Duration(h.cookieConfig().MaxAge),
+	}
+}
+
+// configHeaderNames are the protocol's header names for the config's
+// prefix.
+func (h *Handler) configHeaderNames() headerNames {
+	return newHeaderNames(stringOr(h.HeaderPrefix, protocol.DefaultPrefix))
+}
+
+// configAttributes are the cookie attributes the config asks for,
+// defaults filled in. check refuses a bad same_site or secure first.
+func (h *Handler) configAttributes() cookie.Attributes {
+	cc := h.cookieConfig()
+	sameSite, _ := cookie.ParseSameSite(cc.SameSite)
+	return cookie.Attributes{
 		Name:     stringOr(cc.Name, DefaultCookieName),
 		Domain:   cc.Domain,
 		Path:     cc.Path,
@@ -280,7 +307,6 @@ func (h *Handler) provisionDefaults() {
 		Secure:   cookie.SecureMode(stringOr(strings.ToLower(cc.Secure), string(cookie.SecureAuto))),
 		MaxAge:   time.Duration(cc.MaxAge),
 	}
-	h.csrf = h.CrossOrigin.protection()
 }
 
 // defaultStore is the store of a handler that names none: the memory
@@ -348,8 +374,16 @@ func stringOr(s, def string) string {
 	return def
 }
 
-// Validate checks the configuration, JSON or Caddyfile alike.
+// Validate checks the configuration, JSON or Caddyfile alike: the same
+// checks Provision runs first.
 func (h *Handler) Validate() error {
+	return h.check()
+}
+
+// check runs every check that can fail on the raw config, without
+// opening anything, so Provision can run it before it opens anything and
+// Validate can run it alone (caddy validate, caddy adapt --validate).
+func (h *Handler) check() error {
 	if h.Cookie != nil {
 		if _, err := cookie.ParseSameSite(h.Cookie.SameSite); err != nil {
 			return fmt.Errorf("session cookie: %v", err)
@@ -360,22 +394,24 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("session cookie: secure %q: want auto, always or never", h.Cookie.Secure)
 		}
 	}
-	if err := h.attrs.Validate(); err != nil {
+	attrs := h.configAttributes()
+	if err := attrs.Validate(); err != nil {
 		return fmt.Errorf("session cookie: %v", err)
 	}
-	if err := h.validateDurations(); err != nil {
+	if err := h.checkDurations(); err != nil {
 		return err
 	}
 	if h.HeaderPrefix != "" && !validHeaderPrefix(h.HeaderPrefix) {
 		return fmt.Errorf("header_prefix %q: want a header name of at least 3 characters such as X-Session, with no standard header under it", h.HeaderPrefix)
 	}
-	if h.MaxUpdateSize != 0 && (h.MaxUpdateSize < len(h.hdr.data)+2+64 || h.MaxUpdateSize > maxHeaderLine) {
-		return fmt.Errorf("max_update_size %d: want between %d bytes and 1MiB", h.MaxUpdateSize, len(h.hdr.data)+2+64)
+	if least := len(h.configHeaderNames().data) + 2 + 64; h.MaxUpdateSize != 0 && (h.MaxUpdateSize < least || h.MaxUpdateSize > maxHeaderLine) {
+		return fmt.Errorf("max_update_size %d: want between %d bytes and 1MiB", h.MaxUpdateSize, least)
 	}
-	for i := range h.Adopt {
-		if err := h.Adopt[i].Validate(); err != nil {
-			return err
-		}
+	if err := h.checkAdopt(); err != nil {
+		return err
+	}
+	if err := checkSecrets(h.Secrets); err != nil {
+		return err
 	}
 	if h.Subject != "" && (strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".")) {
 		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)
@@ -389,14 +425,18 @@ func (h *Handler) Validate() error {
 	return h.CrossOrigin.validate()
 }
 
-// validateDurations checks the expiry settings against each other.
-func (h *Handler) validateDurations() error {
-	for name, d := range map[string]caddy.Duration{"idle_timeout": h.IdleTimeout, "lifetime": h.Lifetime, "touch_interval": h.TouchInterval} {
-		if d < 0 {
-			return fmt.Errorf("%s must not be negative", name)
+// checkDurations checks the expiry settings against each other, in the
+// order they are listed, so the error reported is always the same.
+func (h *Handler) checkDurations() error {
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{{"idle_timeout", h.IdleTimeout}, {"lifetime", h.Lifetime}, {"touch_interval", h.TouchInterval}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s must not be negative", d.name)
 		}
 	}
-	p := h.policy
+	p := h.configPolicy()
 	if p.lifetime < p.idle {
 		return fmt.Errorf("lifetime (%s) is shorter than idle_timeout (%s)", p.lifetime, p.idle)
 	}

@@ -14,15 +14,26 @@ import (
 	"github.com/sessiongate/caddy-session/cookie"
 )
 
+// checkSecrets refuses a secret that is empty once its placeholders are
+// resolved (an unset environment variable); cookie.NewSigner checks the
+// rest when the signer is made.
+func checkSecrets(secrets []string) error {
+	repl := caddy.NewReplacer()
+	for i, s := range secrets {
+		if repl.ReplaceKnown(s, "") == "" {
+			return fmt.Errorf("secret %d is empty (is its environment variable set?)", i+1)
+		}
+	}
+	return nil
+}
+
+// provisionSecrets makes the cookie signer from the secrets (check has
+// refused empty ones), or from a key kept in Caddy's storage.
 func (h *Handler) provisionSecrets(ctx caddy.Context) error {
 	var keys [][]byte
 	repl := caddy.NewReplacer()
-	for i, s := range h.Secrets {
-		s = repl.ReplaceKnown(s, "")
-		if s == "" {
-			return fmt.Errorf("secret %d is empty (is its environment variable set?)", i+1)
-		}
-		keys = append(keys, []byte(s))
+	for _, s := range h.Secrets {
+		keys = append(keys, []byte(repl.ReplaceKnown(s, "")))
 	}
 	if len(keys) == 0 {
 		key, created, err := loadOrCreateSecret(ctx)
