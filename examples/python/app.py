@@ -103,6 +103,55 @@ SESSIONS_JS = """
 })();
 """
 
+# Fills the devices table from /api/devices, which Caddy's session handler
+# answers itself (the Caddyfile's `devices /api/devices`) for the logged-in
+# user only: [{"id","current","created","last_seen","expires","user_agent",
+# "ip"}], newest first, times in Unix seconds, ip the /24 or /48 of the
+# address that logged in. "End" sends DELETE /api/devices/<id> (same origin,
+# so the gateway's cross-origin check lets it through); ending this browser's
+# own session logs it out.
+DEVICES_JS = """
+(() => {
+  const table = document.getElementById('devices');
+  const status = document.getElementById('devices-status');
+  const when = (s) => new Date(s * 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+  async function end(d) {
+    const res = await fetch('/api/devices/' + encodeURIComponent(d.id), {method: 'DELETE'});
+    if (!res.ok) { status.textContent = 'Could not end it (HTTP ' + res.status + ').'; return; }
+    if (d.current) { location.href = '/'; return; }
+    await load();
+  }
+  async function load() {
+    try {
+      const res = await fetch('/api/devices', {headers: {Accept: 'application/json'}});
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      const list = await res.json();
+      const body = table.tBodies[0];
+      body.replaceChildren();
+      for (const d of list) {
+        const row = body.insertRow();
+        row.dataset.id = d.id;
+        if (d.current) row.dataset.current = 'true';
+        const label = (d.user_agent || 'unknown browser') + (d.current ? ' (this browser)' : '');
+        for (const text of [label, d.ip || '', when(d.created), when(d.last_seen), when(d.expires)]) {
+          row.insertCell().textContent = text;
+        }
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = 'end';
+        button.textContent = 'End';
+        button.addEventListener('click', () => end(d));
+        row.insertCell().append(button);
+      }
+      status.textContent = list.length + (list.length === 1 ? ' device' : ' devices');
+    } catch (err) {
+      status.textContent = 'The list is not available (' + err.message + ').';
+    }
+  }
+  load();
+})();
+"""
+
 
 class Handler(BaseHTTPRequestHandler):
     # Keep-alive towards Caddy; every response carries Content-Length.
@@ -147,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
             self.account()
         elif url.path == "/account/sessions":
             self.sessions()
+        elif url.path == "/account/devices":
+            self.devices()
         elif url.path in ("/logout", "/logout-everywhere"):
             # POST only: a GET must not change state (a link or an image on
             # another site could send it).
@@ -226,7 +277,8 @@ class Handler(BaseHTTPRequestHandler):
 <pre id="session">{html.escape(json.dumps(data, indent=2, ensure_ascii=False))}</pre>
 <p id="snapshot">This is the snapshot this request was given, before the page's own change: the counter above
 already counts this visit, so it is one ahead of the snapshot's "visits".</p>
-<p><a id="sessions-link" href="/account/sessions">Your sessions</a></p>
+<p><a id="sessions-link" href="/account/sessions">Your sessions</a> ·
+<a id="devices-link" href="/account/devices">Your devices</a></p>
 {LOGOUT_EVERYWHERE_FORM}""", headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
 
     def sessions(self):
@@ -259,6 +311,24 @@ Every session of this name, on any browser or device:</p>
 <noscript><p><a href="/account/sessions.json">The list as JSON</a></p></noscript>
 {LOGOUT_EVERYWHERE_FORM}
 <script>{SESSIONS_JS}</script>
+""")
+
+    def devices(self):
+        user = user_of(self.session())
+        if user is None:
+            self.redirect("/login?next=/account/devices")
+            return
+        self.page(200, "Your devices", f"""
+<p>Signed in as <span id="user">{html.escape(str(user.get("name")))}</span>.
+The browsers and devices signed in with this name; end any of them:</p>
+<table id="devices">
+<thead><tr><th>Browser</th><th>Network</th><th>Signed in</th><th>Last seen</th><th>Expires</th><th></th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="devices-status">Loading...</p>
+<noscript><p>This page needs JavaScript to list and end devices.</p></noscript>
+{LOGOUT_EVERYWHERE_FORM}
+<script>{DEVICES_JS}</script>
 """)
 
     def logout(self):
