@@ -140,7 +140,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var v string
 			if v, err = cfarg.One(d); err == nil {
 				if v == "session" {
-					cc().MaxAge = -1
+					cc().MaxAge = browserSessionCookie
 				} else if dur, perr := caddy.ParseDuration(v); perr == nil {
 					cc().MaxAge = caddy.Duration(dur)
 				} else {

@@ -90,6 +90,8 @@ func TestConfigSameErrorsInJSONAndCaddyfile(t *testing.T) {
 		{"subject with a leading dot", `subject .a`, `"subject":".a"`, `subject ".a" is not a dotted key path`},
 		{"cookie max age under twice the touch interval", `cookie_max_age 90s`, `"cookie":{"max_age":"90s"}`, "cookie max_age (1m30s) is less than twice the touch interval (1m0s)"},
 		{"cookie max age at twice the touch interval is fine", `cookie_max_age 2m`, `"cookie":{"max_age":"2m"}`, ""},
+		{"negative cookie max age", `cookie_max_age -5m`, `"cookie":{"max_age":"-5m"}`, "cookie max_age (-5m0s) is negative: for a browser-session cookie write session (JSON: -1)"},
+		{"cookie max age session is fine", `cookie_max_age session`, `"cookie":{"max_age":-1}`, ""},
 		{"cross_origin bad origin", "cross_origin {\n\t\t\ttrust example.com/x\n\t\t}", `"cross_origin":{"trust":["example.com/x"]}`, "cross_origin trust: "},
 		{"cross_origin bad pattern", "cross_origin {\n\t\t\tbypass /{x}/{x}\n\t\t}", `"cross_origin":{"bypass":["/{x}/{x}"]}`, `cross_origin bypass "/{x}/{x}": `},
 		{"__Host- cookie without secure always", `cookie_name __Host-session`, `"cookie":{"name":"__Host-session"}`, "a __Host- cookie needs secure always, no domain and path /"},

@@ -169,9 +169,9 @@ type CookieConfig struct {
 	Secure string `json:"secure,omitempty"`
 	// MaxAge caps how long browsers keep the cookie; the cookie is then
 	// re-sent whenever the session is written, so an active session keeps
-	// it. Default: until the session's lifetime ends. Negative: a
-	// browser-session cookie, made persistent only when the upstream
-	// sends max-age.
+	// it. Default: until the session's lifetime ends. -1 (the Caddyfile's
+	// `session`): a browser-session cookie, made persistent only when the
+	// upstream sends max-age. Any other negative value is refused.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 }
 
@@ -425,6 +425,10 @@ func (h *Handler) check() error {
 	return h.CrossOrigin.validate()
 }
 
+// browserSessionCookie is CookieConfig.MaxAge for a cookie without
+// Max-Age: the JSON spelling of the Caddyfile's `cookie_max_age session`.
+const browserSessionCookie = -1
+
 // checkDurations checks the expiry settings against each other, in the
 // order they are listed, so the error reported is always the same.
 func (h *Handler) checkDurations() error {
@@ -435,6 +439,9 @@ func (h *Handler) checkDurations() error {
 		if d.v < 0 {
 			return fmt.Errorf("%s must not be negative", d.name)
 		}
+	}
+	if h.Cookie != nil && h.Cookie.MaxAge < 0 && h.Cookie.MaxAge != browserSessionCookie {
+		return fmt.Errorf("cookie max_age (%s) is negative: for a browser-session cookie write session (JSON: -1)", time.Duration(h.Cookie.MaxAge))
 	}
 	p := h.configPolicy()
 	if p.lifetime < p.idle {
