@@ -16,14 +16,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/store"
 )
 
 func init() {
 	caddy.RegisterModule(adminSessions{})
 }
-
-// maxSubjectLen bounds a subject in an admin API path.
-const maxSubjectLen = 1024
 
 // adminSessions is the admin API module admin.api.session: it lists and
 // ends sessions of the running config's session stores, on Caddy's admin
@@ -33,7 +31,11 @@ const maxSubjectLen = 1024
 //	DELETE /session/subjects/<subject>   end all of them
 //	DELETE /session/sessions/<handle>    end one session by its handle
 //
-// <subject> is URL-decoded (a "/" in it is written %2F); <handle> is the
+// <subject> is URL-decoded (a "/" in it is written %2F, a "." may be
+// written %2E so "." and ".." survive path cleaning) and spelled as
+// store.CanonicalSubject spells it: a string subject as it is, the number
+// 42 as %0042 (NUL, then its JSON text), true as %00true; at most
+// store.MaxSubjectLen bytes, the longest a session can carry. <handle> is the
 // 12 lower-case hex digits of X-Session-Meta's id. ?store=<name> limits
 // the call to the stores of that name (a memory store's name, a MongoDB
 // store's database.collection). Answers never hold a token or data.
@@ -124,8 +126,8 @@ func (a *adminSessions) serveSubject(r *http.Request, escaped string) (any, erro
 		return nil, apiError(http.StatusBadRequest, "subject is not validly URL-encoded: %v", err)
 	case subject == "":
 		return nil, apiError(http.StatusBadRequest, "subject is empty: use /session/subjects/<subject>")
-	case len(subject) > maxSubjectLen:
-		return nil, apiError(http.StatusBadRequest, "subject is longer than %d bytes", maxSubjectLen)
+	case len(subject) > store.MaxSubjectLen:
+		return nil, apiError(http.StatusBadRequest, "subject is longer than %d bytes, the most a session can carry", store.MaxSubjectLen)
 	case !utf8.ValidString(subject):
 		return nil, apiError(http.StatusBadRequest, "subject is not valid UTF-8")
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/store"
 )
 
 // TestAdminBadInput checks each way to call the session admin API wrong:
@@ -25,7 +26,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"get on handle", http.MethodGet, "/session/sessions/0123456789ab", 405, "allowed: DELETE"},
 		{"empty subject", http.MethodGet, "/session/subjects/", 400, "subject is empty"},
 		{"empty subject delete", http.MethodDelete, "/session/subjects/", 400, "subject is empty"},
-		{"long subject", http.MethodGet, "/session/subjects/" + strings.Repeat("a", maxSubjectLen+1), 400, "longer than 1024"},
+		{"long subject", http.MethodGet, "/session/subjects/" + strings.Repeat("a", store.MaxSubjectLen+1), 400, "longer than 1024"},
 		{"invalid utf-8", http.MethodDelete, "/session/subjects/%ff%fe", 400, "not valid UTF-8"},
 		{"empty handle", http.MethodDelete, "/session/sessions/", 400, "12 lower-case hex"},
 		{"short handle", http.MethodDelete, "/session/sessions/0123456789a", 400, "12 lower-case hex"},

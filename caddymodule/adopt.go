@@ -154,9 +154,20 @@ func (h *Handler) adoptFrom(r *http.Request, st *state, src *adopt.Source) error
 // createAdopted stores the legacy data as a new gateway session; the
 // cookie is set when the response is committed.
 func (h *Handler) createAdopted(r *http.Request, st *state, src *adopt.Source, leg *adopt.Legacy, token, key string) error {
-	rec := &store.Record{Data: leg.Data, Subject: h.subjectOf(leg.Data), Created: st.now, Updated: st.now, Version: 1}
-	rec.Expires = h.policy.expiry(rec.Created, h.policy.idle, st.now)
 	ctx := context.WithoutCancel(r.Context())
+	subject, err := h.subjectOf(leg.Data)
+	if err != nil {
+		// A session that could not be listed or revoked by its subject is
+		// not adopted; the claim is released and the legacy cookies kept.
+		if rerr := leg.Release(ctx); rerr != nil {
+			h.logger.Warn("could not release a legacy claim; it is adoptable again after its grace time", zap.String("source", src.Name()), zap.Error(rerr))
+		}
+		st.legacyExpire = st.legacyExpire[:len(st.legacyExpire)-len(leg.Expire)]
+		h.logger.Info("legacy session not adopted", zap.String("source", src.Name()), zap.String("reason", "subject cannot be indexed"))
+		return nil
+	}
+	rec := &store.Record{Data: leg.Data, Subject: subject, Created: st.now, Updated: st.now, Version: 1}
+	rec.Expires = h.policy.expiry(rec.Created, h.policy.idle, st.now)
 	if err := h.store.Create(ctx, key, rec); err != nil {
 		if rerr := leg.Release(ctx); rerr != nil {
 			h.logger.Warn("could not release a legacy claim; it is adoptable again after its grace time", zap.String("source", src.Name()), zap.Error(rerr))

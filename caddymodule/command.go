@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sessiongate/caddy-session/cookie"
+	"github.com/sessiongate/caddy-session/store"
 )
 
 func init() {
@@ -26,6 +28,7 @@ Works with the session gateway (the session handler) of a running Caddy
 through its admin API (admin.api.session):
 
   caddy session list --subject alice
+  caddy session list --subject-json 42
   caddy session revoke --subject alice
   caddy session revoke --id 0123456789ab
   caddy session gen-secret
@@ -59,11 +62,14 @@ created and last used, and when they expire. Never a token or data.
 `,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			subject, _ := c.Flags().GetString("subject")
-			if subject == "" {
-				return errors.New("--subject is required")
+			subject, err := subjectFlag(c)
+			if err != nil {
+				return err
 			}
-			body, err := adminCall(c, http.MethodGet, "/session/subjects/"+url.PathEscape(subject))
+			if subject == "" {
+				return errors.New("--subject or --subject-json is required")
+			}
+			body, err := adminCall(c, http.MethodGet, subjectPath(subject))
 			if err != nil {
 				return err
 			}
@@ -78,7 +84,8 @@ created and last used, and when they expire. Never a token or data.
 			return printSessions(c.OutOrStdout(), list)
 		},
 	}
-	c.Flags().StringP("subject", "s", "", "The subject whose sessions to list (required)")
+	c.Flags().StringP("subject", "s", "", "The subject whose sessions to list, a string (this or --subject-json is required)")
+	c.Flags().String("subject-json", "", "The subject as a JSON value: 42 (a number), true, \"42\" (the string)")
 	c.Flags().Bool("json", false, "Print the admin API's JSON answer")
 	adminFlags(c)
 	return c
@@ -96,14 +103,17 @@ Prints how many sessions were ended.
 `,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			subject, _ := c.Flags().GetString("subject")
+			subject, err := subjectFlag(c)
+			if err != nil {
+				return err
+			}
 			id, _ := c.Flags().GetString("id")
 			var path string
 			switch {
 			case (subject == "") == (id == ""):
-				return errors.New("give exactly one of --subject and --id")
+				return errors.New("give exactly one of --subject, --subject-json and --id")
 			case subject != "":
-				path = "/session/subjects/" + url.PathEscape(subject)
+				path = subjectPath(subject)
 			default:
 				if !cookie.IsHandle(id) {
 					return fmt.Errorf("--id must be a session handle: 12 lower-case hex digits, got %q", id)
@@ -122,7 +132,8 @@ Prints how many sessions were ended.
 			return err
 		},
 	}
-	c.Flags().StringP("subject", "s", "", "End every session of this subject")
+	c.Flags().StringP("subject", "s", "", "End every session of this subject, a string")
+	c.Flags().String("subject-json", "", "End every session of this subject, given as a JSON value: 42, true, \"42\"")
 	c.Flags().String("id", "", "End the session with this handle")
 	adminFlags(c)
 	return c
@@ -187,4 +198,43 @@ func printSessions(w io.Writer, list []adminSummary) error {
 
 func unixUTC(sec int64) string {
 	return time.Unix(sec, 0).UTC().Format(time.RFC3339)
+}
+
+// subjectFlag is the subject given by --subject (a string, as it is) or
+// --subject-json (any JSON value), spelled by store.CanonicalSubject as
+// sessions store it: --subject-json 42 names the user whose id is the
+// number 42, --subject 42 the one whose id is the string "42".
+func subjectFlag(c *cobra.Command) (string, error) {
+	plain, _ := c.Flags().GetString("subject")
+	raw, _ := c.Flags().GetString("subject-json")
+	if raw == "" {
+		if strings.IndexByte(plain, 0) >= 0 {
+			return "", errors.New("--subject holds NUL: no session has such a subject")
+		}
+		return plain, nil
+	}
+	if plain != "" {
+		return "", errors.New("give one of --subject and --subject-json")
+	}
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return "", fmt.Errorf("--subject-json is not one JSON value: %q", raw)
+	}
+	s, err := store.CanonicalSubject(v)
+	if err != nil {
+		return "", fmt.Errorf("--subject-json: %v", err)
+	}
+	if s == "" {
+		return "", errors.New("--subject-json: null or \"\" is no subject")
+	}
+	return s, nil
+}
+
+// subjectPath is the admin API path of subject, escaped so that any
+// subject round-trips: "/" as %2F, and every "." as %2E, so "." and ".."
+// are not dot-segments that path cleaning would remove.
+func subjectPath(subject string) string {
+	return "/session/subjects/" + strings.ReplaceAll(url.PathEscape(subject), ".", "%2E")
 }

@@ -67,9 +67,9 @@ func TestCommandBadArguments(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{"list without subject", []string{"list"}, "--subject is required"},
-		{"revoke without target", []string{"revoke"}, "exactly one of --subject and --id"},
-		{"revoke with both", []string{"revoke", "--subject", "alice", "--id", "0123456789ab"}, "exactly one of --subject and --id"},
+		{"list without subject", []string{"list"}, "--subject or --subject-json is required"},
+		{"revoke without target", []string{"revoke"}, "exactly one of --subject, --subject-json and --id"},
+		{"revoke with both", []string{"revoke", "--subject", "alice", "--id", "0123456789ab"}, "exactly one of --subject, --subject-json and --id"},
 		{"revoke bad id", []string{"revoke", "--id", "XYZ"}, "12 lower-case hex digits"},
 		{"stray argument", []string{"list", "--subject", "alice", "bob"}, "unknown command"},
 		{"gen-secret argument", []string{"gen-secret", "x"}, "unknown command"},

@@ -259,7 +259,11 @@ func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outc
 	if !changed {
 		return nil // nothing to keep: no session, no cookie, no write
 	}
-	rec := &store.Record{Data: data, Subject: h.subjectOf(data), Sid: h.sidOf(data), Created: st.now, Updated: st.now, Version: 1}
+	subject, err := h.subjectOf(data)
+	if err != nil {
+		return st.badUpstream(err)
+	}
+	rec := &store.Record{Data: data, Subject: subject, Sid: h.sidOf(data), Created: st.now, Updated: st.now, Version: 1}
 	device(st.req, rec)
 	if out.MaxAge != nil {
 		rec.MaxAge = *out.MaxAge
@@ -303,8 +307,12 @@ func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Reco
 	if err != nil {
 		return rec, false, st.badUpstream(err)
 	}
+	subject, err := h.subjectOf(data)
+	if err != nil {
+		return rec, false, st.badUpstream(err)
+	}
 	rec = *base
-	rec.Data, rec.Subject, rec.Sid = data, h.subjectOf(data), h.sidOf(data)
+	rec.Data, rec.Subject, rec.Sid = data, subject, h.sidOf(data)
 	if out.MaxAge != nil {
 		rec.MaxAge, changed = *out.MaxAge, true
 	}

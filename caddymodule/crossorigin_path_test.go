@@ -58,8 +58,14 @@ func TestCrossOriginBypassOnRoutedPath(t *testing.T) {
 // startSite runs Caddy with a site block holding body on a free port.
 func startSite(t *testing.T, body string) *gateway {
 	t.Helper()
-	port := freePort(t)
-	cf := fmt.Sprintf("%s\nhttp://127.0.0.1:%d {\n%s}\n", globalOptions(t), port, body)
+	return siteAt(t, globalOptions(t), freePort(t), body)
+}
+
+// siteAt loads a Caddyfile of options and one site block holding body on
+// port (again, for a reload) and returns a browser for it.
+func siteAt(t *testing.T, options string, port int, body string) *gateway {
+	t.Helper()
+	cf := fmt.Sprintf("%s\nhttp://127.0.0.1:%d {\n%s}\n", options, port, body)
 	if err := loadCaddyfile(t, cf); err != nil {
 		t.Fatalf("loading Caddyfile: %v\n%s", err, cf)
 	}

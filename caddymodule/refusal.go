@@ -18,7 +18,7 @@ func refusalOf(err error) refusal {
 		return refusedSize
 	case protocol.KindControl:
 		return refusedControl
-	case protocol.KindRevoke:
+	case protocol.KindRevoke, protocol.KindSubject:
 		return refusedSubject
 	}
 	return refusedJSON

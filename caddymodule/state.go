@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -176,20 +175,30 @@ func (st *state) setSubject(repl *caddy.Replacer) {
 		repl.Delete("http.auth.user.id")
 		return
 	}
-	repl.Set("http.auth.user.id", st.rec.Subject)
+	// A number or boolean subject is stored with its type tag (see
+	// store.CanonicalSubject); the log shows its JSON text.
+	repl.Set("http.auth.user.id", strings.TrimPrefix(st.rec.Subject, "\x00"))
 }
 
-// subjectOf is the subject's value in data, as a string; "" when no
-// subject is configured or the data has none (or null).
-func (h *Handler) subjectOf(data json.RawMessage) string {
+// subjectOf is the subject's value in data, spelled by
+// store.CanonicalSubject (so 42 and "42" are two subjects); "" when no
+// subject is configured or the data has none (or null). A value that
+// cannot be a subject (an object, an array, NUL, over
+// store.MaxSubjectLen) is an error of kind protocol.KindSubject: the
+// gateway refuses the write with 502.
+func (h *Handler) subjectOf(data json.RawMessage) (string, error) {
 	if h.subject == nil {
-		return ""
+		return "", nil
 	}
 	v, ok := protocol.Lookup(data, h.subject)
-	if !ok || v == nil {
-		return ""
+	if !ok {
+		return "", nil
 	}
-	return fmt.Sprint(placeholderValue(v))
+	s, err := store.CanonicalSubject(v)
+	if err != nil {
+		return "", protocol.Bad(protocol.KindSubject, "subject: %v", err)
+	}
+	return s, nil
 }
 
 // version is the loaded record's version; 0 without a session.

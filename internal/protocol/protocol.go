@@ -97,6 +97,10 @@ const (
 	// KindForbidden: a change or directive outside the handler's write or
 	// control options (see Scope); BadInput.Refused names it.
 	KindForbidden
+	// KindSubject: a value at the subject path that cannot be a subject
+	// (store.CanonicalSubject: an object, an array, a string holding NUL,
+	// or over store.MaxSubjectLen).
+	KindSubject
 )
 
 // BadInput is an error caused by what the upstream sent. It wraps

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -24,6 +25,7 @@ var subjectTests = []test{
 	{"DeleteByHandle", testDeleteByHandle},
 	{"SubjectMovesWithUpdate", testSubjectMoves},
 	{"ConcurrentDeleteBySubject", testConcurrentDeleteBySubject},
+	{"CanonicalSubjects", testCanonicalSubjects},
 }
 
 // index returns s as a store.SubjectIndex; the runners checked it is one.
@@ -376,4 +378,36 @@ func writeUntilGone(ctx context.Context, s store.Store, key string, c clock, now
 		}
 	}
 	return nil // still there: the checks after the race report it
+}
+
+// testCanonicalSubjects checks that the store keeps every subject
+// store.CanonicalSubject can spell as the exact string it is: the number
+// 42 ("\x0042", NUL first) and the string "42" are two subjects, and a
+// subject of store.MaxSubjectLen bytes is found and deleted like any
+// other (issue 17 items 3 and 7).
+func testCanonicalSubjects(t *testing.T, s store.Store) {
+	c := newClock()
+	digits := "4" + strings.Map(func(r rune) rune { return '0' + r%10 }, randomHex(t, 8))
+	tagged, err := store.CanonicalSubject(json.Number(digits))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := newSubject(t) + strings.Repeat("x", store.MaxSubjectLen)
+	long = long[:store.MaxSubjectLen]
+	keys := map[string]string{}
+	for _, sub := range []string{digits, tagged, long} {
+		key := newKey(t)
+		rec := newRecord(c, `{}`, c.at(time.Hour))
+		rec.Subject = sub
+		mustCreate(t, s, key, rec)
+		keys[sub] = key
+	}
+	for sub, key := range keys {
+		wantListed(t, s, sub, c.at(0), summaryOf(t, s, key, c.at(0)))
+	}
+	wantDeleted(t, s, tagged, "", 1)
+	wantNotFound(t, s, keys[tagged], c.at(0))
+	mustFind(t, s, keys[digits], c.at(0))
+	wantDeleted(t, s, long, "", 1)
+	wantDeleted(t, s, digits, "", 1)
 }
