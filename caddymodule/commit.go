@@ -169,7 +169,47 @@ func (st *state) touch(hdr http.Header) {
 		return
 	}
 	exp, _ := st.h.policy.touchDue(st.rec, st.now)
+	if st.fillSubject(hdr, exp) {
+		return
+	}
 	st.extend(hdr, exp)
+}
+
+// fillSubject makes the touch that is due of a session written before the
+// subject option was set (no subject stored, one in its data) an Update
+// that stores the subject, so revoke-all, revoke-others and the admin API
+// find it. The Update is compare-and-set on the version read: it never
+// lands over a newer write, which stored its own subject. It reports
+// whether the touch is done (written, or superseded by a newer write).
+func (st *state) fillSubject(hdr http.Header, exp time.Time) bool {
+	h := st.h
+	if h.subject == nil || st.rec.Subject != "" {
+		return false
+	}
+	subject, err := h.subjectOf(st.rec.Data)
+	if err != nil || subject == "" {
+		return false
+	}
+	rec := *st.rec // found records are read-only
+	rec.Subject = subject
+	if exp.After(rec.Expires) {
+		rec.Expires = exp
+	}
+	err = h.store.Update(context.WithoutCancel(st.req.Context()), st.key, &rec, st.now)
+	switch {
+	case err == nil:
+		h.metrics.write(writeTouch)
+		rec.Version, rec.Updated = rec.Version+1, st.now
+		st.rec = &rec
+		if h.policy.refreshCookie() {
+			st.setCookie(hdr, st.rec)
+		}
+		return true
+	case errors.Is(err, store.ErrConflict):
+		return true // a newer write came first, with its own subject
+	}
+	h.logger.Warn("could not store the subject of a session written before the subject option was set", zap.String("session", st.handle()), zap.Error(err))
+	return false
 }
 
 // extend moves the session's expiry to exp.
@@ -240,10 +280,17 @@ func (st *state) retire(ctx context.Context, hdr http.Header) (ended bool, err e
 	return st.rec == nil, err
 }
 
-// subject is the current session's subject, "" without one.
+// subject is the current session's subject, "" without one. A session
+// written before the subject option was set has none stored: its data's
+// subject is used, so revoke-all from it ends the sessions of its user
+// instead of being refused.
 func (st *state) subject() string {
 	if st.rec == nil {
 		return ""
+	}
+	if st.rec.Subject == "" {
+		s, _ := st.h.subjectOf(st.rec.Data)
+		return s
 	}
 	return st.rec.Subject
 }

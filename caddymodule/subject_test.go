@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessiongate/caddy-session/store"
 )
@@ -151,5 +152,44 @@ func TestSubjectAnyValueRoundTrips(t *testing.T) {
 	}
 	if status, body := adminDo(t, admin, http.MethodGet, "/session/subjects/"+url.PathEscape(strings.Repeat("a", store.MaxSubjectLen+1))); status != http.StatusBadRequest {
 		t.Fatalf("admin API, subject over the limit: %d %s", status, body)
+	}
+}
+
+// TestSubjectFilledIn is issue 17 item 8: sessions written before the
+// subject option was set have no subject stored. revoke-all from one
+// ends its user's sessions instead of answering 502, and the next touch
+// stores the subject (a compare-and-set update), so revoke-all and the
+// admin API find the session from then on.
+func TestSubjectFilledIn(t *testing.T) {
+	up := upstream(t)
+	options, admin := opsOptions(t)
+	name := uniqueName(t)
+	port := freePort(t)
+	proxy := "\treverse_proxy " + strings.TrimPrefix(up.URL, "http://") + "\n"
+	without := fmt.Sprintf("\tsession {\n\t\tsecret %s\n\t\tstore memory %s\n\t}\n", testSecret, name)
+	g := siteAt(t, options, port, without+proxy)
+	old1, h1 := loginWith(t, g, `"alice"`)
+	old2, _ := loginWith(t, g, `"alice"`)
+	bob, _ := loginWith(t, g, `"bob"`)
+
+	siteAt(t, options, port, subjectSession(name)+proxy) // the same memory store, now with subject
+	if out := listed(t, admin, "--subject", "alice"); strings.Contains(out, h1) {
+		t.Fatalf("a session written without subject is listed before any write:\n%s", out)
+	}
+	// A touch fills the subject in.
+	skew(t, 2*time.Minute)
+	if r := old1.get("/"); r.Status != http.StatusOK || r.Meta.New {
+		t.Fatalf("touch: %d, new %v", r.Status, r.Meta.New)
+	}
+	if out := listed(t, admin, "--subject", "alice"); !strings.Contains(out, h1) {
+		t.Fatalf("after the touch, alice's sessions:\n%s\nwant %s", out, h1)
+	}
+	// revoke-all from a session still without a stored subject: no 502,
+	// it ends itself and the alice session the touch filled in.
+	if r := old2.get("/?control=revoke-all"); r.Status != http.StatusOK {
+		t.Fatalf("revoke-all from a session without a stored subject: %d %s", r.Status, r.Body)
+	}
+	if loggedIn(t, old1) || loggedIn(t, old2) || !loggedIn(t, bob) {
+		t.Fatalf("after revoke-all: old1 %v, old2 %v, bob %v; want false, false, true", loggedIn(t, old1), loggedIn(t, old2), loggedIn(t, bob))
 	}
 }
