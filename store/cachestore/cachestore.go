@@ -139,25 +139,18 @@ func (c *Cache) shard(key string) *shard {
 	return &c.shards[maphash.String(c.seed, key)%shards]
 }
 
-// Find implements store.Store.
+// Find implements store.Store: Hit, or Load on a miss.
 func (c *Cache) Find(ctx context.Context, key string, now time.Time) (*store.Record, error) {
-	sh := c.shard(key)
-	if rec, ok := c.hit(sh, key, now); ok {
+	if rec, ok := c.Hit(key, now); ok {
 		return rec, nil
 	}
-	sh.mu.Lock()
-	gen := sh.gen
-	sh.mu.Unlock()
-	rec, err := c.inner.Find(ctx, key, now)
-	if err != nil {
-		return nil, err
-	}
-	c.fill(sh, gen, &entry{key: key, rec: rec, fetched: now})
-	return rec, nil
+	return c.Load(ctx, key, now)
 }
 
-// hit returns the cached record when it is live at now and fresh enough.
-func (c *Cache) hit(sh *shard, key string, now time.Time) (*store.Record, bool) {
+// Hit returns the cached record under key when it is live at now and
+// fresh enough, counting the hit or the miss. It never reads the store.
+func (c *Cache) Hit(key string, now time.Time) (*store.Record, bool) {
+	sh := c.shard(key)
 	sh.mu.Lock()
 	el, ok := sh.items[key]
 	if !ok {
@@ -177,6 +170,21 @@ func (c *Cache) hit(sh *shard, key string, now time.Time) (*store.Record, bool) 
 	sh.mu.Unlock()
 	c.hits.Add(1)
 	return e.rec, true
+}
+
+// Load reads key from the store, past the cache, and caches what it found
+// unless a write or an invalidation of the shard came in between.
+func (c *Cache) Load(ctx context.Context, key string, now time.Time) (*store.Record, error) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	gen := sh.gen
+	sh.mu.Unlock()
+	rec, err := c.inner.Find(ctx, key, now)
+	if err != nil {
+		return nil, err
+	}
+	c.fill(sh, gen, &entry{key: key, rec: rec, fetched: now})
+	return rec, nil
 }
 
 // fill keeps e unless the shard saw a drop since gen was read.
