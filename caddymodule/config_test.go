@@ -96,10 +96,24 @@ func TestConfigSameErrorsInJSONAndCaddyfile(t *testing.T) {
 		{"cross_origin bad pattern", "cross_origin {\n\t\t\tbypass /{x}/{x}\n\t\t}", `"cross_origin":{"bypass":["/{x}/{x}"]}`, `cross_origin bypass "/{x}/{x}": `},
 		{"__Host- cookie without secure always", `cookie_name __Host-session`, `"cookie":{"name":"__Host-session"}`, "a __Host- cookie needs secure always, no domain and path /"},
 		{"__Host- cookie with a domain", "cookie_name __Host-session\n\t\tcookie_secure always\n\t\tcookie_domain example.com", `"cookie":{"name":"__Host-session","secure":"always","domain":"example.com"}`, "a __Host- cookie needs secure always"},
+		{"cache ttl under 10ms", mongoCache("5ms", ""), `"store":{"type":"mongodb","uri":"mongodb://127.0.0.1:1","cache":{"ttl":"5ms"}}`, "cache ttl 5ms is out of range"},
+		{"cache ttl over 1m", mongoCache("2m", ""), `"store":{"type":"mongodb","uri":"mongodb://127.0.0.1:1","cache":{"ttl":"2m"}}`, "cache ttl 2m0s is out of range"},
+		{"cache size 0", mongoCache("", "0"), `"store":{"type":"mongodb","uri":"mongodb://127.0.0.1:1","cache":{"size":0}}`, "cache size must be positive, got 0"},
+		{"cache size negative", mongoCache("", "-1"), `"store":{"type":"mongodb","uri":"mongodb://127.0.0.1:1","cache":{"size":-1}}`, "cache size must be positive, got -1"},
+		{"cache defaults are fine", mongoCache("", ""), `"store":{"type":"mongodb","uri":"mongodb://127.0.0.1:1","cache":{}}`, ""},
 		{"__Host- cookie with secure always is fine", "cookie_name __Host-session\n\t\tcookie_secure always", `"cookie":{"name":"__Host-session","secure":"always"}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, tc.caddyfil, tc.want) })
 	}
+}
+
+// mongoCache is a MongoDB store block (never dialed) with a cache line.
+func mongoCache(ttl, size string) string {
+	block := ""
+	if size != "" {
+		block = " {\n\t\t\t\tsize " + size + "\n\t\t\t}"
+	}
+	return "store mongodb {\n\t\t\turi mongodb://127.0.0.1:1\n\t\t\tcache " + ttl + block + "\n\t\t}"
 }
 
 // TestConfigParserErrorsNameTheLine: what the Caddyfile parser itself

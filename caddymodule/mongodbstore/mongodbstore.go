@@ -25,6 +25,7 @@ import (
 	"github.com/sessiongate/caddy-session/caddymodule/internal/cfarg"
 	"github.com/sessiongate/caddy-session/internal/adopt"
 	"github.com/sessiongate/caddy-session/store"
+	"github.com/sessiongate/caddy-session/store/cachestore"
 	"github.com/sessiongate/caddy-session/store/mongostore"
 )
 
@@ -96,6 +97,9 @@ func mongoClientKey(uri string, timeouts ...time.Duration) string {
 //	    encryption_key  <key> [<older keys>...]  # seal sessions at rest (docs/storage.md)
 //	    subject_key     <key>          # required with encryption_key; never rotated
 //	    require_sealed                 # documents without a seal are no session
+//	    cache [<ttl>] {                # the read cache, off by default; ttl default: 1s
+//	        size <n>                   # cached sessions per instance, default: 100000
+//	    }
 //	}
 type MongoDBStore struct {
 	// URI is the MongoDB connection string; TLS, authentication and the
@@ -160,14 +164,18 @@ type MongoDBStore struct {
 	// sealing on keeps the sessions written before; turn it on once they
 	// have all been written again or expired.
 	RequireSealed bool `json:"require_sealed,omitempty"`
+	// Cache turns on the per-instance read cache (see CacheConfig). Off
+	// by default.
+	Cache *CacheConfig `json:"cache,omitempty"`
 
 	// guard holds the open store: the module's store.Store and
 	// store.SubjectIndex methods call it through guard.do, and once the
 	// module is released they answer store.ErrUnavailable.
-	guard   *guard // nil before Provision
-	client  *mongo.Client
-	poolKey string // the pooled client's key, once Provision took a reference
-	cleaned bool   // Cleanup ran
+	guard    *guard // nil before Provision
+	client   *mongo.Client
+	poolKey  string // the pooled client's key, once Provision took a reference
+	cacheKey string // the shared cache's key, once Provision took a reference
+	cleaned  bool   // Cleanup ran
 }
 
 // unloadDrain is how long the store stays usable after Cleanup, for the
@@ -265,6 +273,11 @@ func (m *MongoDBStore) keys(repl *caddy.Replacer) (sealing [][]byte, subject []b
 // for the URI and timeouts (creating it if this is the first user;
 // creating does not dial) and sets up the store on it.
 func (m *MongoDBStore) Provision(ctx caddy.Context) error {
+	// Caddy validates after provisioning: refuse a bad cache before any
+	// client exists.
+	if err := m.Cache.validate(); err != nil {
+		return err
+	}
 	opts, err := m.options(ctx)
 	if err != nil {
 		return err
@@ -287,11 +300,10 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 	m.poolKey = key
 	m.client = val.(pooledClient).client
 
-	st, err := mongostore.New(m.client, opts)
-	if err != nil {
-		return err // Caddy calls Cleanup, which drops the reference
+	if err := m.open(ctx, opts); err != nil {
+		return err // Caddy calls Cleanup, which drops the references
 	}
-	m.guard = &guard{st: st}
+	st := m.guard.st
 	// Not "ready" yet: the client dials in the background. The store logs
 	// "ready" once the server answered, or that it is unavailable (and
 	// again when it is back).
@@ -313,6 +325,28 @@ func keyIDs(keys [][]byte) []string {
 	return ids
 }
 
+// open sets up the guarded store: the module's own on the pooled client,
+// or, with a cache, the shared cache's.
+func (m *MongoDBStore) open(ctx caddy.Context, opts mongostore.Options) error {
+	if m.Cache == nil {
+		st, err := mongostore.New(m.client, opts)
+		if err != nil {
+			return err
+		}
+		m.guard = &guard{st: st, data: st}
+		return nil
+	}
+	copts := m.Cache.options()
+	key := cacheKey(m.poolKey, opts, copts)
+	sc, err := openCache(ctx, key, m.client, opts, copts)
+	if err != nil {
+		return err
+	}
+	m.cacheKey = key
+	m.guard = &guard{st: sc.st, data: sc.cache.Store().(dataStore), cache: sc.cache, shared: true}
+	return nil
+}
+
 // Validate checks the settings that do not need placeholders resolved;
 // Provision checks the rest (mongostore.Options.Validate).
 func (m *MongoDBStore) Validate() error {
@@ -323,6 +357,9 @@ func (m *MongoDBStore) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("mongodb session store: %s must not be negative", d.name)
 		}
+	}
+	if err := m.Cache.validate(); err != nil {
+		return err
 	}
 	sealing, subject, err := m.keys(nil)
 	if err != nil || slices.ContainsFunc(sealing, func(k []byte) bool { return k == nil }) || (m.SubjectKey != "" && subject == nil) {
@@ -360,9 +397,13 @@ func (m *MongoDBStore) Cleanup() error {
 // disconnects it.
 func (m *MongoDBStore) release(key string) error {
 	var errs []error
-	if st := m.guard.close(); st != nil {
+	if st := m.guard.close(); st != nil && !m.guard.shared {
 		// Close only stops goroutines: the client is the pool's.
 		errs = append(errs, st.Close(context.Background()))
+	}
+	if m.cacheKey != "" {
+		_, err := caches.Delete(m.cacheKey) // the last user closes the shared store
+		errs = append(errs, err)
 	}
 	if key != "" {
 		_, err := mongoClients.Delete(key)
@@ -386,6 +427,9 @@ func (m *MongoDBStore) release(key string) error {
 //	    encryption_key <key> [<older keys>...]
 //	    subject_key <key>
 //	    require_sealed
+//	    cache [<ttl>] {
+//	        size <n>
+//	    }
 //	}
 func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the module name, "mongodb"
@@ -424,6 +468,8 @@ func (m *MongoDBStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			m.RequireSealed = true
+		case "cache":
+			m.Cache, err = parseCache(d)
 		default:
 			return d.Errf("unknown mongodb store option '%s'", d.Val())
 		}
@@ -446,6 +492,22 @@ type guard struct {
 	mu       sync.RWMutex
 	st       *mongostore.Store // nil once closed
 	inflight sync.WaitGroup
+
+	data   dataStore         // where sessions are read and written: st, or the cache in front of it
+	cache  *cachestore.Cache // nil without a cache
+	shared bool              // st is the shared cache's: release does not close it
+}
+
+// dataStore is what the module's session methods call: the store, or the
+// cache in front of it (which has the same methods).
+type dataStore interface {
+	store.Store
+	store.SubjectIndex
+}
+
+// use calls f with the data store, like do.
+func (g *guard) use(f func(dataStore) error) error {
+	return g.do(func(*mongostore.Store) error { return f(g.data) })
 }
 
 // do calls f with the store, or answers errStoreUnloaded before Provision
@@ -485,7 +547,7 @@ func (g *guard) close() *mongostore.Store {
 
 // Find implements store.Store.
 func (m *MongoDBStore) Find(ctx context.Context, key string, now time.Time) (rec *store.Record, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		rec, err = s.Find(ctx, key, now)
 		return err
 	})
@@ -494,32 +556,32 @@ func (m *MongoDBStore) Find(ctx context.Context, key string, now time.Time) (rec
 
 // Create implements store.Store.
 func (m *MongoDBStore) Create(ctx context.Context, key string, rec *store.Record) error {
-	return m.guard.do(func(s *mongostore.Store) error { return s.Create(ctx, key, rec) })
+	return m.guard.use(func(s dataStore) error { return s.Create(ctx, key, rec) })
 }
 
 // Update implements store.Store.
 func (m *MongoDBStore) Update(ctx context.Context, key string, rec *store.Record, now time.Time) error {
-	return m.guard.do(func(s *mongostore.Store) error { return s.Update(ctx, key, rec, now) })
+	return m.guard.use(func(s dataStore) error { return s.Update(ctx, key, rec, now) })
 }
 
 // Touch implements store.Store.
 func (m *MongoDBStore) Touch(ctx context.Context, key string, expires, now time.Time) error {
-	return m.guard.do(func(s *mongostore.Store) error { return s.Touch(ctx, key, expires, now) })
+	return m.guard.use(func(s dataStore) error { return s.Touch(ctx, key, expires, now) })
 }
 
 // Rotate implements store.Store.
 func (m *MongoDBStore) Rotate(ctx context.Context, key string, version int64, successor string, until, now time.Time) error {
-	return m.guard.do(func(s *mongostore.Store) error { return s.Rotate(ctx, key, version, successor, until, now) })
+	return m.guard.use(func(s dataStore) error { return s.Rotate(ctx, key, version, successor, until, now) })
 }
 
 // Delete implements store.Store.
 func (m *MongoDBStore) Delete(ctx context.Context, key string) error {
-	return m.guard.do(func(s *mongostore.Store) error { return s.Delete(ctx, key) })
+	return m.guard.use(func(s dataStore) error { return s.Delete(ctx, key) })
 }
 
 // FindBySubject implements store.SubjectIndex.
 func (m *MongoDBStore) FindBySubject(ctx context.Context, subject string, now time.Time) (list []store.Summary, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		list, err = s.FindBySubject(ctx, subject, now)
 		return err
 	})
@@ -528,7 +590,7 @@ func (m *MongoDBStore) FindBySubject(ctx context.Context, subject string, now ti
 
 // DeleteBySubject implements store.SubjectIndex.
 func (m *MongoDBStore) DeleteBySubject(ctx context.Context, subject, exceptKey string) (n int, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		n, err = s.DeleteBySubject(ctx, subject, exceptKey)
 		return err
 	})
@@ -537,11 +599,39 @@ func (m *MongoDBStore) DeleteBySubject(ctx context.Context, subject, exceptKey s
 
 // DeleteByHandle implements store.SubjectIndex.
 func (m *MongoDBStore) DeleteByHandle(ctx context.Context, handle string) (n int, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		n, err = s.DeleteByHandle(ctx, handle)
 		return err
 	})
 	return n, err
+}
+
+// CacheOn reports whether the store has a read cache; the session handler
+// then times only the reads that reach MongoDB (CacheHit, CacheLoad).
+func (m *MongoDBStore) CacheOn() bool { return m.Cache != nil }
+
+// CacheHit answers a read from the cache alone (false on a miss, counted).
+func (m *MongoDBStore) CacheHit(key string, now time.Time) (rec *store.Record, ok bool) {
+	_ = m.guard.do(func(*mongostore.Store) error {
+		if m.guard.cache != nil {
+			rec, ok = m.guard.cache.Hit(key, now)
+		}
+		return nil
+	})
+	return rec, ok
+}
+
+// CacheLoad reads past the cache and fills it (see cachestore.Cache.Load).
+func (m *MongoDBStore) CacheLoad(ctx context.Context, key string, now time.Time) (rec *store.Record, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		if m.guard.cache == nil {
+			rec, err = s.Find(ctx, key, now)
+		} else {
+			rec, err = m.guard.cache.Load(ctx, key, now)
+		}
+		return err
+	})
+	return rec, err
 }
 
 // Ready returns a channel closed once the store has finished its start-up
