@@ -503,6 +503,9 @@ type guard struct {
 type dataStore interface {
 	store.Store
 	store.SubjectIndex
+	store.SidIndex
+	store.SubjectLimiter
+	store.ReplayGuard
 }
 
 // use calls f with the data store, like do.

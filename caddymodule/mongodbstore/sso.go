@@ -5,12 +5,14 @@ import (
 	"time"
 
 	"github.com/sessiongate/caddy-session/store"
-	"github.com/sessiongate/caddy-session/store/mongostore"
 )
+
+// The methods below go through the read cache when there is one, so what
+// they end is dropped from it at once.
 
 // DeleteBySid implements store.SidIndex.
 func (m *MongoDBStore) DeleteBySid(ctx context.Context, sid string) (n int, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		n, err = s.DeleteBySid(ctx, sid)
 		return err
 	})
@@ -19,7 +21,7 @@ func (m *MongoDBStore) DeleteBySid(ctx context.Context, sid string) (n int, err 
 
 // LimitSubject implements store.SubjectLimiter.
 func (m *MongoDBStore) LimitSubject(ctx context.Context, subject string, limit int, now time.Time) (n int, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		n, err = s.LimitSubject(ctx, subject, limit, now)
 		return err
 	})
@@ -28,7 +30,7 @@ func (m *MongoDBStore) LimitSubject(ctx context.Context, subject string, limit i
 
 // FirstUse implements store.ReplayGuard.
 func (m *MongoDBStore) FirstUse(ctx context.Context, id string, until, now time.Time) (fresh bool, err error) {
-	err = m.guard.do(func(s *mongostore.Store) (err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
 		fresh, err = s.FirstUse(ctx, id, until, now)
 		return err
 	})

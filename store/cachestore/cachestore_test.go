@@ -137,6 +137,10 @@ func TestOwnWritesDropTheEntry(t *testing.T) {
 			return c.Rotate(ctx, key, rec.Version, "", now, now)
 		}, true},
 		{"delete", func(c *Cache, _ *store.Record, _ time.Time) error { return c.Delete(ctx, key) }, true},
+		{"delete by sid", func(c *Cache, _ *store.Record, _ time.Time) error {
+			_, err := c.Store().(store.SidIndex).DeleteBySid(ctx, "idp-1")
+			return err
+		}, false},
 		{"delete by handle", func(c *Cache, _ *store.Record, _ time.Time) error {
 			_, err := c.Store().(store.SubjectIndex).DeleteByHandle(ctx, key[:12])
 			return err
@@ -234,5 +238,45 @@ func BenchmarkHit(b *testing.B) {
 		if _, err := c.Find(ctx, key, now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// What the sid index and the per-subject limit end is not served from the
+// cache afterwards.
+func TestSidAndLimitDropWhatTheyEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(c store.Store, now time.Time) (int, error)
+	}{
+		{"delete by sid", func(c store.Store, _ time.Time) (int, error) {
+			return c.(store.SidIndex).DeleteBySid(ctx, "idp-1")
+		}},
+		{"limit per subject", func(c store.Store, now time.Time) (int, error) {
+			return c.(store.SubjectLimiter).LimitSubject(ctx, "ann", 1, now)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := memstore.New()
+			t.Cleanup(func() { m.Close() })
+			c := New(m, Options{TTL: time.Minute})
+			now := time.Now().Truncate(time.Millisecond)
+			old := &store.Record{Subject: "ann", Sid: "idp-1", Created: now, Updated: now, Expires: now.Add(time.Hour)}
+			newer := &store.Record{Subject: "ann", Created: now, Updated: now.Add(time.Second), Expires: now.Add(time.Hour)}
+			if err := m.Create(ctx, key, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Create(ctx, "f"+key[1:], newer); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Find(ctx, key, now); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := tc.end(c.Store(), now.Add(time.Second)); err != nil || n != 1 {
+				t.Fatalf("ended %d, %v; want 1", n, err)
+			}
+			if _, err := c.Find(ctx, key, now); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("Find of the ended session: %v, want ErrNotFound (served from the cache)", err)
+			}
+		})
 	}
 }
