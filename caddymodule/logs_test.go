@@ -77,7 +77,7 @@ func TestDebugLogFilter(t *testing.T) {
 		var found []string
 		for _, s := range []string{dataMark, patchMark, updateMark, futureMark, "4321",
 			`"X-Session"`, "X-Session-Meta", "X-Session-Update", "X-Session-Patch", "X-Session-Control",
-			"X-Session-Assertion", "X_Session"} {
+			"X-Session-Assertion", "X_Session", "eyJhbGciOi" /* a JWS header: the signed assertion */} {
 			if strings.Contains(log, s) {
 				found = append(found, s)
 			}
@@ -86,7 +86,7 @@ func TestDebugLogFilter(t *testing.T) {
 	}
 	run := func(t *testing.T, block string) string {
 		path := filepath.Join(t.TempDir(), "caddy.log")
-		g := startGateway(t, debugOptions(t, block, path), "\tsession {\n\t\tsecret "+testSecret+"\n\t}\n", up)
+		g := startGateway(t, debugOptions(t, block, path), "\tsession {\n\t\tsecret "+testSecret+"\n\t\tassertion {\n\t\t\taudience a\n\t\t}\n\t}\n", up)
 		for _, p := range []string{"/login", "/", "/"} {
 			if r := g.get(p); r.Status != http.StatusOK {
 				t.Fatalf("GET %s: status %d", p, r.Status)
