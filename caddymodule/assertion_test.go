@@ -78,8 +78,31 @@ func (g *gateway) seen(req *http.Request) seenUpstream {
 
 func (g *gateway) seenGet(path string) seenUpstream {
 	g.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, g.base+path, nil)
-	return g.seen(req)
+	resp, err := getAcrossReload(g.client, g.base+path)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seenUpstream
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&s) != nil {
+		g.t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+	}
+	return s
+}
+
+// getAcrossReload sends a GET on a new connection, again if the
+// connection closes: right after a reload the old server, closing, can
+// still accept it.
+func getAcrossReload(c *http.Client, url string) (*http.Response, error) {
+	for i := 0; ; i++ {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Close = true
+		resp, err := c.Do(req)
+		if err == nil || i == 20 {
+			return resp, err
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // one returns the request's single X-Session and assertion.
@@ -126,9 +149,7 @@ type appVerifier struct {
 
 func (v *appVerifier) fetch() {
 	v.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, v.url, nil)
-	req.Close = true // a reload replaces the server: no connection reuse
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := getAcrossReload(http.DefaultClient, v.url)
 	if err != nil {
 		v.t.Fatal(err)
 	}
