@@ -31,10 +31,14 @@ const (
 	outcomeInvalid                         // a cookie whose signature does not verify
 	outcomeExpired                         // a signed cookie whose session is gone (expired, ended or rotated)
 	outcomeAmbiguous                       // several session cookies, none chosen
+	outcomeSkipped                         // the handler's matcher did not select the request
+	outcomeCrossOrigin                     // refused 403: unsafe, cross-origin, with the cookie
+	outcomeTooEarly                        // refused 425: unsafe, in TLS early data, with the cookie
+	outcomeError                           // the session could not be loaded: the store failed (503 or 500)
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"none", "valid", "invalid", "expired", "ambiguous"}
+var outcomeNames = [numOutcomes]string{"none", "valid", "invalid", "expired", "ambiguous", "skipped", "cross_origin", "too_early", "error"}
 
 // writeOp is a session write the gateway made for an upstream
 // (caddy_session_writes_total{op}).

@@ -32,19 +32,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rw.keepHeaders()
 	st := &rw.st
 	if !match {
+		h.metrics.request(outcomeSkipped)
 		cookie.Take(r.Header, h.attrs.Name)
 		return h.finish(rw, next.ServeHTTP(rw, r))
 	}
 	token, key, outcome := cookie.TakeVerified(r.Header, h.attrs.Name, h.signer)
 	st.hadCookie = outcome != cookie.OutcomeNone
 	if tooEarly(r, st.hadCookie) {
+		h.metrics.request(outcomeTooEarly)
 		return h.answerTooEarly(w, r)
 	}
 	if st.hadCookie && h.csrf != nil && checkCrossOrigin(h.csrf, r) != nil {
+		h.metrics.request(outcomeCrossOrigin)
 		return h.crossOrigin(w, r)
 	}
 	if outcome == cookie.OutcomeValid {
 		if err := h.load(r, st, token, key); err != nil {
+			h.metrics.request(outcomeError)
 			return rw.answerError(err)
 		}
 	}
