@@ -40,6 +40,15 @@ func (h *Handler) checkAdopt() error {
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
+		// The source takes its cookies out of requests and expires them:
+		// under the gateway's own name, a planted cookie would expire the
+		// session cookie.
+		own := h.configAttributes().Name
+		for _, name := range cfg.CookieNames() {
+			if name == own {
+				return fmt.Errorf("adopt %s: legacy cookie %q clashes with the session cookie %q (cookie_name): give the legacy cookie's real name with cookie, or another cookie_name", cfg.Kind, name, own)
+			}
+		}
 		for j, k := range cfg.Keys {
 			if repl.ReplaceKnown(k, "") == "" {
 				return fmt.Errorf("adopt %s: key %d is empty (unset environment variable?) (adopt block %d)", cfg.Kind, j+1, i+1)

@@ -40,6 +40,17 @@ func TestAdoptConfigRefused(t *testing.T) {
 		{"unknown algorithm", "adopt koa {\n\t\t\tkeys k1\n\t\t\talgorithm md5\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"algorithm":"md5"}]`,
 			`adopt koa: unknown algorithm "md5": want sha1, sha256 or sha512`},
 		{"koa cookie-only with the memory store is fine", "adopt koa {\n\t\t\tkeys k1\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"]}]`, ""},
+		// Issue 17 item 6: a legacy cookie under the gateway's own name (or
+		// koa's signature cookie under it) would let a planted cookie
+		// expire the session cookie.
+		{"koa cookie named like the session cookie", "adopt koa {\n\t\t\tkeys k1\n\t\t\tcookie session\n\t\t}", `"adopt":[{"kind":"koa","keys":["k1"],"cookie":"session"}]`,
+			`adopt koa: legacy cookie "session" clashes with the session cookie "session"`},
+		{"koa signature cookie named like the session cookie", "adopt koa {\n\t\t\tkeys k1\n\t\t\tcookie koa\n\t\t}\n\t\tcookie_name koa.sig", `"adopt":[{"kind":"koa","keys":["k1"],"cookie":"koa"}],"cookie":{"name":"koa.sig"}`,
+			`adopt koa: legacy cookie "koa.sig" clashes with the session cookie "koa.sig"`},
+		{"express cookie named like the session cookie", "adopt express {\n\t\t\tsecret s1\n\t\t\tcookie sid\n\t\t}\n\t\tcookie_name sid", `"adopt":[{"kind":"express","keys":["s1"],"cookie":"sid"}],"cookie":{"name":"sid"}`,
+			`adopt express: legacy cookie "sid" clashes with the session cookie "sid"`},
+		{"default koa name against a custom cookie_name", "adopt koa {\n\t\t\tkeys k1\n\t\t}\n\t\tcookie_name koa.sess", `"adopt":[{"kind":"koa","keys":["k1"]}],"cookie":{"name":"koa.sess"}`,
+			`adopt koa: legacy cookie "koa.sess" clashes with the session cookie "koa.sess"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, "\t\t"+tc.caddyfile, tc.want) })
 	}

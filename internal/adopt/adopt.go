@@ -150,6 +150,16 @@ func (c *Config) name() string {
 	return "connect.sid"
 }
 
+// CookieNames are the names of the legacy cookies the source reads,
+// takes out of requests and expires: the cookie name with its default,
+// and for koa its "<name>.sig" signature cookie.
+func (c *Config) CookieNames() []string {
+	if c.Kind == KindKoa {
+		return []string{c.name(), c.name() + ".sig"}
+	}
+	return []string{c.name()}
+}
+
 // collection returns the legacy collection with its default; "" means
 // koa's cookie-only mode.
 func (c *Config) collection() string {
