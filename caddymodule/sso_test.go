@@ -425,6 +425,16 @@ func TestMaxSessionsPerSubject(t *testing.T) {
 				}
 			})
 
+			g.step(t, "a login from an anonymous session (regenerate) counts", func(t *testing.T, g *gateway) {
+				anon := g.visitor()
+				anon.get("/?" + patchQuery(`{"cart":2}`))
+				anon.get("/?control=regenerate&" + patchQuery(`{"user":"alice"}`))
+				wantUser(t, anon, "the session that logged in", "alice")
+				if n := count(t, "alice"); n != 2 {
+					t.Fatalf("the store holds %d sessions of alice, want 2", n)
+				}
+			})
+
 			g.step(t, "10 concurrent logins leave between 1 and n", func(t *testing.T, g *gateway) {
 				var wg sync.WaitGroup
 				for range 10 {
