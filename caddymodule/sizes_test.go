@@ -155,12 +155,13 @@ func TestSizeNumbersAgreeAcrossStores(t *testing.T) {
 
 func TestSizeOverCapStoredSessionIsCleared(t *testing.T) {
 	up := upstream(t)
-	opts := globalOptions(t)
+	opts, logPath := loggingOptions(t)
 	storeLine := "\t\tstore memory " + uniqueName(t) + "\n"
 	g := startGateway(t, opts, sessionBody(storeLine), up)
 	g.get("/?" + patchQuery(stringPatch("big", 3000)))
 	old := g.sessionCookie("session")
-	if old == "" {
+	stored := g.get("/")
+	if old == "" || stored.Meta.ID == "" {
 		t.Fatal("no session")
 	}
 
@@ -168,6 +169,21 @@ func TestSizeOverCapStoredSessionIsCleared(t *testing.T) {
 	r := g.get("/")
 	if r.Status != 200 || r.RawSession != "{}" || !r.Meta.New {
 		t.Fatalf("over-cap session: status %d, X-Session of %d bytes, new %v; want a new visitor", r.Status, len(r.RawSession), r.Meta.New)
+	}
+	// The operator is told, once, by handle and sizes, never the data.
+	var warned []logLine
+	for _, l := range logLines(t, logPath) {
+		if strings.Contains(l.Msg, "over max_update_size") {
+			warned = append(warned, l)
+		}
+	}
+	if len(warned) != 1 {
+		t.Fatalf("%d log lines about the over-cap session, want 1", len(warned))
+	}
+	if w := warned[0]; w.Level != "warn" || w.Session != stored.Meta.ID || w.Bytes != len(stored.RawSession) || w.Limit != 1000 ||
+		strings.Contains(w.raw, strings.Repeat("x", 16)) {
+		t.Fatalf("the over-cap warning: want level warn, session %s, bytes %d, limit 1000 and no data:\n%.300s",
+			stored.Meta.ID, len(stored.RawSession), w.raw)
 	}
 	if sc := r.Header.Get("Set-Cookie"); !strings.Contains(sc, "session=;") || !strings.Contains(sc, "Max-Age=0") {
 		t.Fatalf("the over-cap session's cookie was not expired: %q", sc)
