@@ -339,7 +339,7 @@ func (sl *sealer) openDevice(id string, blob []byte) (ua, addr string, err error
 		return "", "", fmt.Errorf("%w: device fields truncated", errUnopenable)
 	}
 	keyID := hex.EncodeToString(blob[:4])
-	if sl.key(keyID) == nil {
+	if sl == nil || sl.key(keyID) == nil {
 		return "", "", nil
 	}
 	pt, err := sl.openPayload(keyID, blob[4:], associatedData('d', id, nil, nil))

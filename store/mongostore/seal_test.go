@@ -538,6 +538,10 @@ func FuzzOpen(f *testing.F) {
 		}
 		// Arbitrary documents, and one byte of a good one changed.
 		decodeDocument(doc, now, sl)
+		decodeDocument(doc, now, nil)
+		if _, _, err := (*sealer)(nil).openDevice("id", doc); err != nil && !errors.Is(err, errUnopenable) {
+			t.Fatalf("openDevice without keys: %v", err)
+		}
 		g := good("k3", "ann", `{"x":[1,2]}`)
 		if flip != 0 && len(g) > 0 {
 			at = int(uint(at) % uint(len(g)))
