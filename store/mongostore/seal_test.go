@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -642,4 +643,77 @@ func benchStore(b *testing.B, mode string) *Store {
 		s.sealer = sl
 	}
 	return s
+}
+
+// TestReseal: batches reseal clear sessions and sessions under an older
+// key under the first key, keeping versions, times, subjects and device
+// fields; sessions that do not open are passed over; the handle cursor
+// reaches the end.
+func TestReseal(t *testing.T) {
+	t.Parallel()
+	plain := open(t, Options{})
+	now := time.Now().Truncate(time.Millisecond)
+	type made struct {
+		key string
+		rec *store.Record
+	}
+	var all []made
+	create := func(s *Store, i int) {
+		t.Helper()
+		key := fmt.Sprintf("%02x", i) + strings.Repeat("0", 62)
+		rec := &store.Record{Data: raw(fmt.Sprintf(`{"i":%d}`, i)), Subject: fmt.Sprintf("user-%d", i%2), UserAgent: fmt.Sprintf("agent %d", i),
+			Created: now.Add(-time.Hour), Updated: now.Add(-time.Minute), Expires: now.Add(time.Hour)}
+		if err := s.Create(t.Context(), key, rec); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, made{key, rec})
+	}
+	old, lost := shareDB(t, plain, sealed(1)), shareDB(t, plain, sealed(9))
+	for i, s := range []*Store{plain, old, plain, lost, old, plain} {
+		create(s, i+1)
+	}
+	s := shareDB(t, plain, sealed(2, 1))
+	if _, _, _, err := plain.Reseal(t.Context(), 10, "", now); err == nil {
+		t.Fatal("Reseal without keys")
+	}
+	var resealed, skipped, calls int
+	for after := ""; ; calls++ {
+		r, k, next, err := s.Reseal(t.Context(), 2, after, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resealed, skipped = resealed+r, skipped+k
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if resealed != 5 || skipped != 1 || calls != 3 {
+		t.Fatalf("resealed %d, passed over %d, in %d calls; want 5, 1, 3", resealed, skipped, calls)
+	}
+	only2 := shareDB(t, plain, sealed(2))
+	for i, m := range all {
+		doc := rawDoc(t, s, m.key)
+		if i == 3 {
+			if k := doc.Lookup("k").StringValue(); k != KeyID(testKey(9)) {
+				t.Fatalf("the session under an unknown key was changed: %s", doc)
+			}
+			continue
+		}
+		if k := doc.Lookup("k").StringValue(); k != KeyID(testKey(2)) {
+			t.Fatalf("session %d not resealed: k %q", i+1, k)
+		}
+		wantAbsent(t, doc, "ua")
+		got, err := only2.Find(t.Context(), m.key, now)
+		if err != nil || string(got.Data) != string(m.rec.Data) || got.Subject != m.rec.Subject || got.UserAgent != m.rec.UserAgent ||
+			got.Version != 1 || !got.Updated.Equal(m.rec.Updated) {
+			t.Fatalf("session %d after reseal: %+v %v", i+1, got, err)
+		}
+	}
+	if list, err := only2.FindBySubject(t.Context(), "user-1", now); err != nil || len(list) != 3 {
+		t.Fatalf("FindBySubject after reseal: %v %v", list, err)
+	}
+	if r, k, next, err := s.Reseal(t.Context(), 10, "", now); err != nil || r != 0 || k != 1 || next != "" {
+		t.Fatalf("a second pass: %d %d %q %v", r, k, next, err)
+	}
 }
