@@ -30,6 +30,7 @@ func init() {
 //	GET    /session/subjects/<subject>   the subject's live sessions
 //	DELETE /session/subjects/<subject>   end all of them
 //	DELETE /session/sessions/<handle>    end one session by its handle
+//	POST   /session/reseal               reseal one batch (reseal.go)
 //
 // <subject> is URL-decoded (a "/" in it is written %2F, a "." may be
 // written %2E so "." and ".." survive path cleaning) and spelled as
@@ -94,6 +95,8 @@ func (a *adminSessions) serve(w http.ResponseWriter, r *http.Request) error {
 		result, err = a.serveHandle(r, arg)
 	case "jwks":
 		result, err = serveJWKS(r, arg)
+	case "reseal":
+		result, err = a.serveReseal(r, arg)
 	default:
 		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject>, /session/sessions/<handle> or /session/jwks", r.URL.Path)
 	}

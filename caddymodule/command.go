@@ -21,7 +21,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "session",
-		Usage: "list|revoke|gen-secret",
+		Usage: "list|revoke|reseal|gen-secret",
 		Short: "Lists and revokes sessions of the running Caddy, makes signing secrets",
 		Long: `
 Works with the session gateway (the session handler) of a running Caddy
@@ -31,6 +31,7 @@ through its admin API (admin.api.session):
   caddy session list --subject-json 42
   caddy session revoke --subject alice
   caddy session revoke --id 0123456789ab
+  caddy session reseal
   caddy session gen-secret
 
 The admin address is --address if given, else the admin address of the
@@ -38,7 +39,7 @@ config given with --config, else Caddy's default (localhost:2019), as for
 caddy reload.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(sessionListCommand(), sessionRevokeCommand(), sessionGenSecretCommand())
+			cmd.AddCommand(sessionListCommand(), sessionRevokeCommand(), sessionResealCommand(), sessionGenSecretCommand())
 		},
 	})
 }
@@ -172,7 +173,11 @@ func adminCall(c *cobra.Command, method, path string) ([]byte, error) {
 		return nil, fmt.Errorf("finding the admin address: %v", err)
 	}
 	if name, _ := flags.GetString("store"); name != "" {
-		path += "?store=" + url.QueryEscape(name)
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "store=" + url.QueryEscape(name)
 	}
 	resp, err := caddycmd.AdminAPIRequest(addr, method, path, nil, nil)
 	if err != nil {

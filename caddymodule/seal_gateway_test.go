@@ -289,3 +289,53 @@ func TestSealedConfigErrors(t *testing.T) {
 		t.Fatalf("encryption_key on the memory store: %v", err)
 	}
 }
+
+// TestSealedResealCommand: `caddy session reseal` reseals every session
+// under the new first key through the admin API, in batches, so the old
+// key can be dropped at once without logging anyone out.
+func TestSealedResealCommand(t *testing.T) {
+	uri, db := mongotest.Database(t)
+	up := upstream(t)
+	opts, admin := opsOptions(t)
+	g := startGateway(t, opts, sealedBody(uri, db, sealKey1), up)
+	waitMongoReady(t)
+	if _, err := runSessionCommand(t, "reseal", "--address", admin, "--batch", "0"); err == nil {
+		t.Fatal("--batch 0 accepted")
+	}
+	visitors := []*gateway{g, g.visitor(), g.visitor()}
+	for i, v := range visitors {
+		v.get(patch(fmt.Sprintf(`{"user":"u%d"}`, i)))
+	}
+	var port int
+	fmt.Sscan(strings.TrimPrefix(g.base, "http://127.0.0.1:"), &port)
+	reload := func(keys ...string) {
+		t.Helper()
+		if err := loadCaddyfile(t, siteCaddyfile(opts, port, sealedBody(uri, db, keys...), up)); err != nil {
+			t.Fatal(err)
+		}
+		waitMongoReady(t)
+	}
+	reload(sealKey2, sealKey1)
+	out, err := runSessionCommand(t, "reseal", "--address", admin, "--batch", "2")
+	if err != nil || !strings.HasPrefix(out, "resealed 3 session(s); passed over 0") {
+		t.Fatalf("reseal: %q %v", out, err)
+	}
+	for _, d := range rawSessions(t, db) {
+		if id, _ := d.Lookup("_id").StringValueOK(); !strings.HasPrefix(id, "seal-check:") && d.Lookup("k").StringValue() != keyID(t, sealKey2) {
+			t.Fatalf("not resealed: %s", d)
+		}
+	}
+	reload(sealKey2)
+	for i, v := range visitors {
+		if r := v.get("/"); r.Meta.New || r.Session["user"] != fmt.Sprintf("u%d", i) {
+			t.Fatalf("visitor %d after reseal and dropping the old key: %s", i, r.RawSession)
+		}
+	}
+	// A store that does not seal: the admin API says so.
+	if err := loadCaddyfile(t, siteCaddyfile(opts, port, mongoSessionBody(uri, db, "", ""), up)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runSessionCommand(t, "reseal", "--address", admin); err == nil || !strings.Contains(err.Error(), "seals sessions") {
+		t.Fatalf("reseal without encryption_key: %v", err)
+	}
+}

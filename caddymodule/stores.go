@@ -14,11 +14,12 @@ import (
 // storeInUse is a store in use by a provisioned session handler, as the
 // admin API and the caddy_session_active gauge see it.
 type storeInUse struct {
-	name string       // the store's name: metrics label and ?store= value
-	id   string       // identity: two handlers with equal ids share the sessions
-	idx  subjectIndex // the subject index (instrumented unless in-process), nil when it has none
-	size func() int   // how many sessions it holds; nil when not cheap
-	seq  uint64       // registration order: the newest of equal ids is used
+	name   string       // the store's name: metrics label and ?store= value
+	id     string       // identity: two handlers with equal ids share the sessions
+	idx    subjectIndex // the subject index (instrumented unless in-process), nil when it has none
+	reseal resealer     // the store module's reseal, nil when it does not seal
+	size   func() int   // how many sessions it holds; nil when not cheap
+	seq    uint64       // registration order: the newest of equal ids is used
 }
 
 // inUse holds the stores of every provisioned session handler. A
@@ -83,6 +84,9 @@ func registerStore(mod store.Store) (store.Store, func()) {
 	}
 	ls := &storeInUse{name: d.name, id: d.id}
 	ls.idx, _ = used.(subjectIndex)
+	if r, ok := mod.(resealer); ok && r.Sealing() {
+		ls.reseal = r
+	}
 	if sz, ok := mod.(storeSizer); ok {
 		ls.size = sz.Len
 	}

@@ -637,6 +637,19 @@ func (m *MongoDBStore) CacheLoad(ctx context.Context, key string, now time.Time)
 	return rec, err
 }
 
+// Sealing reports whether the store seals sessions (encryption_key).
+func (m *MongoDBStore) Sealing() bool { return len(m.EncryptionKey) > 0 }
+
+// Reseal reseals a batch of sessions under the first encryption key (see
+// mongostore.Store.Reseal), for the admin API's POST /session/reseal.
+func (m *MongoDBStore) Reseal(ctx context.Context, batch int, after string, now time.Time) (resealed, skipped int, next string, err error) {
+	err = m.guard.do(func(s *mongostore.Store) (err error) {
+		resealed, skipped, next, err = s.Reseal(ctx, batch, after, now)
+		return err
+	})
+	return resealed, skipped, next, err
+}
+
 // Ready returns a channel closed once the store has finished its start-up
 // checks (see mongostore.Store.Ready); a released module's is closed.
 func (m *MongoDBStore) Ready() <-chan struct{} {
