@@ -142,6 +142,9 @@ func (h *Handler) provisionAssertion(ctx caddy.Context, k loadedKeys) error {
 		h.logger.Info("assertion: no key configured: signing with an Ed25519 key kept in Caddy's storage; instances that do not share that storage have different keys",
 			zap.String("storage_key", storageAssertionKey), zap.String("kid", signer.Kid()), zap.Bool("generated", created))
 	}
+	if h.views == nil { // read set makes it in provisionScope: one cache for both
+		h.views = newViewCache()
+	}
 	repl := caddy.NewReplacer()
 	a := &asserter{
 		signer:   k.signer,
@@ -149,7 +152,7 @@ func (h *Handler) provisionAssertion(ctx caddy.Context, k loadedKeys) error {
 		issuer:   stringOr(repl.ReplaceKnown(c.Issuer, ""), DefaultAssertionIssuer),
 		audience: repl.ReplaceKnown(c.Audience, ""),
 		ttl:      durationOr(c.TTL, DefaultAssertionTTL),
-		cache:    newViewCache(),
+		cache:    h.views,
 	}
 	h.asserter = a
 	registerKeys(a)

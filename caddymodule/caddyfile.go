@@ -53,6 +53,9 @@ func parseSessionCaddyfile(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue,
 //	    header_prefix <prefix>
 //	    max_update_size <size>
 //	    subject      <key path>
+//	    read         <key path>... | none
+//	    write        <key path>... | none
+//	    control      <directive>... | none
 //	    adopt koa|express {
 //	        keys|secret <key>...
 //	        cookie      <name>
@@ -160,6 +163,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "subject":
 			h.Subject, err = cfarg.One(d)
+		case "read", "write", "control":
+			// Repeated lines add up; Validate checks the values.
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			list := map[string]*[]string{"read": &h.Read, "write": &h.Write, "control": &h.Control}[opt]
+			*list = append(*list, args...)
 		case "cross_origin":
 			h.CrossOrigin, err = parseCrossOrigin(d)
 		case "backchannel_logout":

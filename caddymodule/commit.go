@@ -95,7 +95,11 @@ func (st *state) apply(hdr http.Header, in protocol.Input) error {
 	if err := st.h.checkInputLines(in); err != nil {
 		return st.badUpstream(err)
 	}
-	out, err := protocol.Evaluate(st.data(), in, st.h.maxValue())
+	snapshot, err := st.snapshot()
+	if err != nil {
+		return err
+	}
+	out, err := st.h.scope.Evaluate(snapshot, in, st.h.maxValue())
 	if err != nil {
 		return st.badUpstream(err)
 	}
@@ -528,6 +532,9 @@ func (st *state) revoke(ctx context.Context, subject, except string) error {
 // badUpstream refuses the upstream's answer: 502, the session as it was.
 // Caddy logs the error once; it names the kind of problem, never data.
 func (st *state) badUpstream(err error) error {
+	if bad := forbiddenOf(err); bad != nil {
+		return st.forbidden(bad)
+	}
 	st.h.metrics.refuse(refusalOf(err))
 	return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("session %s: refused the upstream's session headers; session left as it was: %w", st.handle(), err))
 }

@@ -100,6 +100,29 @@ type Handler struct {
 	// a subject (revoke-others, revoke-all, the admin API).
 	Subject string `json:"subject,omitempty"`
 
+	// Read lists the key paths (dotted, e.g. "user.name") the upstream is
+	// given in X-Session, with the objects that hold them; "none" alone
+	// gives it {}. Default: all the data. Paths name object keys: an
+	// array is given whole, and a path into one is a config error.
+	// Placeholders, require_session and subject still see all the data.
+	// See docs/caddyfile.md#one-gateway-several-apps.
+	Read []string `json:"read,omitempty"`
+
+	// Write lists the key paths the upstream may change with
+	// X-Session-Update and X-Session-Patch; "none" alone allows no change.
+	// An update replaces the upstream's view (what read gave it), not the
+	// session. Any change outside the list is refused with 502 and the
+	// session left as it was. Default: every path. Adoption (adopt) is
+	// the gateway's act and is not limited by it.
+	Write []string `json:"write,omitempty"`
+
+	// Control lists the X-Session-Control directives the upstream may
+	// send: regenerate, destroy, max-age, revoke-others, revoke-all, or
+	// "none" alone. A destroy in any spelling (max-age=0, an update of
+	// null) needs destroy. Any other directive is refused with 502.
+	// Default: every directive.
+	Control []string `json:"control,omitempty"`
+
 	// CrossOrigin configures the protection against cross-origin
 	// requests that carry the session cookie. On by default.
 	CrossOrigin *CrossOriginConfig `json:"cross_origin,omitempty"`
@@ -140,6 +163,8 @@ type Handler struct {
 	policy   policy
 	maxLine  int
 	subject  []string
+	scope    protocol.Scope // read, write and control, parsed
+	views    *viewCache     // what was sent, per session version: read's projection and the assertion; nil without either
 	csrf     *http.CrossOriginProtection
 	sources  []*adopt.Source
 	logger   *zap.Logger
@@ -228,6 +253,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.run = new(runState)
 	h.provisionDefaults()
+	if err := h.provisionScope(); err != nil {
+		return err
+	}
 	if h.MatcherSetsRaw != nil {
 		mods, err := ctx.LoadModule(h, "MatcherSetsRaw")
 		if err != nil {
@@ -264,7 +292,7 @@ func (h *Handler) provisionDefaults() {
 	}
 	h.hdr = h.configHeaderNames()
 	if h.Subject != "" {
-		h.subject = strings.Split(h.Subject, ".")
+		h.subject, _ = protocol.ParseLookupPath(h.Subject) // checked in Validate
 	}
 	h.attrs = h.configAttributes()
 	h.csrf = h.CrossOrigin.protection()
@@ -413,8 +441,13 @@ func (h *Handler) check() error {
 	if err := checkSecrets(h.Secrets); err != nil {
 		return err
 	}
-	if h.Subject != "" && (strings.Contains(h.Subject, "..") || strings.HasPrefix(h.Subject, ".") || strings.HasSuffix(h.Subject, ".")) {
-		return fmt.Errorf("subject %q is not a dotted key path", h.Subject)
+	if h.Subject != "" {
+		if _, err := protocol.ParseLookupPath(h.Subject); err != nil {
+			return fmt.Errorf("subject: %v", err)
+		}
+	}
+	if _, err := h.parseScope(); err != nil {
+		return err
 	}
 	if err := h.validateSSO(); err != nil {
 		return err

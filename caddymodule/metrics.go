@@ -62,15 +62,16 @@ var writeOpNames = [numWriteOps]string{"create", "update", "touch", "regenerate"
 type refusal uint8
 
 const (
-	refusedJSON    refusal = iota // malformed JSON, not an object, too deep, a forbidden key or number
-	refusedSize                   // over max_update_size
-	refusedControl                // an unknown or contradictory X-Session-Control directive
-	refusedSubject                // revoke-others/revoke-all without a subject
-	refusedOther                  // anything else
+	refusedJSON      refusal = iota // malformed JSON, not an object, too deep, a forbidden key or number
+	refusedSize                     // over max_update_size
+	refusedControl                  // an unknown or contradictory X-Session-Control directive
+	refusedSubject                  // revoke-others/revoke-all without a subject
+	refusedOther                    // anything else
+	refusedForbidden                // a change or directive outside the handler's write or control
 	numRefusals
 )
 
-var refusalNames = [numRefusals]string{"json", "size", "control", "subject", "other"}
+var refusalNames = [numRefusals]string{"json", "size", "control", "subject", "other", "forbidden"}
 
 // storeOp is a store call timed by instrumentedStore
 // (caddy_session_store_duration_seconds{store,op}).

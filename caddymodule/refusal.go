@@ -20,6 +20,8 @@ func refusalOf(err error) refusal {
 		return refusedControl
 	case protocol.KindRevoke, protocol.KindSubject:
 		return refusedSubject
+	case protocol.KindForbidden:
+		return refusedForbidden
 	}
 	return refusedJSON
 }

@@ -24,6 +24,11 @@ func TestRefusalOf(t *testing.T) {
 		_, _, err = out.Apply([]byte(`{"a":1}`))
 		return err
 	}
+	scoped := func(in protocol.Input) error {
+		write, _ := protocol.ParsePaths([]string{"a"})
+		_, err := protocol.Scope{Write: write}.Evaluate([]byte(`{"a":1}`), in, 1000)
+		return err
+	}
 	h := &Handler{maxLine: 100, hdr: newHeaderNames("X-Session")}
 	for _, c := range []struct {
 		name string
@@ -41,6 +46,8 @@ func TestRefusalOf(t *testing.T) {
 		{"unknown control", evaluate(protocol.Input{Control: []string{"bogus"}}, 1000), refusedControl},
 		{"bad max-age", evaluate(protocol.Input{Control: []string{"max-age=-1"}}, 1000), refusedControl},
 		{"revoke without a subject", protocol.Bad(protocol.KindRevoke, "revoke needs the subject option"), refusedSubject},
+		{"path outside write", scoped(protocol.Input{Patch: []string{`{"b":1}`}}), refusedForbidden},
+		{"directive outside control", scoped(protocol.Input{Control: []string{"max-age=0"}}), refusedForbidden},
 		{"something else", errors.New("other"), refusedOther},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -103,6 +103,11 @@ func (rw *responseWriter) WriteHeader(status int) {
 	rw.wroteHeader = true
 	if err := rw.commit(); err != nil {
 		rw.failure = rw.answerError(err)
+		if errors.Is(err, errForbidden) {
+			// Logged once already, as a warning (state.forbidden): the
+			// 502 is answered here, so Caddy does not log it again.
+			rw.ResponseWriterWrapper.WriteHeader(http.StatusBadGateway)
+		}
 		return
 	}
 	rw.ResponseWriterWrapper.WriteHeader(status)

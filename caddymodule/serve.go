@@ -61,7 +61,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
-	data, meta := st.requestValues()
+	data, meta, err := st.requestValues()
+	if err != nil {
+		return rw.answerError(err)
+	}
 	st.setOne(r.Header, h.hdr.data, valData, data)
 	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
 	if h.asserter != nil {
@@ -91,7 +94,7 @@ func (h *Handler) finish(rw *responseWriter, err error) error {
 		rw.WriteHeader(http.StatusOK)
 	}
 	h.dropTrailers(hdr)
-	if rw.failure != nil {
+	if rw.failure != nil && !errors.Is(rw.failure, errForbidden) {
 		return rw.failure
 	}
 	return err

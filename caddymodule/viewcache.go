@@ -9,8 +9,9 @@ import (
 const viewSlots = 1 << 12
 
 // viewCache remembers, per handler, what the handler last sent the
-// upstream for one session version and audience: the X-Session value,
-// its sdh and the signed assertion. It is bounded (one entry per slot, a
+// upstream for one session version and audience: the X-Session value
+// (under read, its projection: see state.view), its sdh and the signed
+// assertion. One cache serves both (Handler.views). It is bounded (one entry per slot, a
 // newer entry replaces an older one) and lock-free; a lookup compares the
 // key, the version and the audience, and hashes nothing for a session
 // (store keys are hex SHA-256: their first characters pick the slot).
@@ -77,6 +78,18 @@ func (c *viewCache) get(i int, key string, version int64, fixed, scheme, host st
 }
 
 func (c *viewCache) put(i int, e *viewEntry) { c.slots[i].Store(e) }
+
+// session returns the entry of a session (key is its store key) at
+// version, whatever its audience: the X-Session value sent under read.
+// An entry put by view has no assertion; the assertion's get then misses
+// on the audience, signs, and puts an entry with both.
+func (c *viewCache) session(key string, version int64) *viewEntry {
+	e := c.slots[c.index(key, "", "", "")].Load()
+	if e == nil || e.key != key || e.version != version {
+		return nil
+	}
+	return e
+}
 
 // isOrigin reports whether aud is scheme://host, without building it.
 func isOrigin(aud, scheme, host string) bool {

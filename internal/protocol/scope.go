@@ -45,25 +45,32 @@ func (p Path) String() string { return strings.Join(p, ".") }
 // and keys the gateway refuses in data (a leading $, or NUL). Keys that
 // contain dots cannot be named: a dot always separates two keys (and the
 // gateway refuses keys with dots in session data anyway).
-func ParsePath(s string) (Path, error) {
+func ParsePath(s string) (Path, error) { return parsePath(s, false) }
+
+// ParseLookupPath parses a dotted path that Lookup follows (subject,
+// require_session's key, placeholders): as ParsePath, but a step of
+// digits is an array index.
+func ParseLookupPath(s string) (Path, error) { return parsePath(s, true) }
+
+func parsePath(s string, index bool) (Path, error) {
 	if s == "" {
 		return nil, errors.New("empty key path")
 	}
 	p := Path(strings.Split(s, "."))
 	for i, key := range p {
-		if err := pathStep(key); err != nil {
+		if err := pathStep(key, index); err != nil {
 			return nil, fmt.Errorf("key path %q, step %d: %v", s, i+1, err)
 		}
 	}
 	return p, nil
 }
 
-// pathStep checks one key of a path.
-func pathStep(key string) error {
+// pathStep checks one key of a path; index allows array indexes.
+func pathStep(key string, index bool) error {
 	switch {
 	case key == "":
 		return errors.New("empty key (keys that contain dots cannot be named: a dot always separates two keys)")
-	case strings.ContainsAny(key, "[]") || isIndex(key):
+	case strings.ContainsAny(key, "[]") || (!index && isIndex(key)):
 		return errors.New("looks like an array index: paths name object keys, and an array is projected and written whole (name the key that holds it)")
 	case key == "*" || strings.Contains(key, "*"):
 		return errors.New("wildcards are not supported: name each key")
