@@ -26,15 +26,15 @@ import (
 type requestOutcome uint8
 
 const (
-	outcomeNone      requestOutcome = iota // no session cookie
-	outcomeValid                           // a signed cookie naming a live session
-	outcomeInvalid                         // a cookie whose signature does not verify
-	outcomeExpired                         // a signed cookie whose session is gone (expired, ended or rotated)
-	outcomeAmbiguous                       // several session cookies, none chosen
-	outcomeSkipped                         // the handler's matcher did not select the request
-	outcomeCrossOrigin                     // refused 403: unsafe, cross-origin, with the cookie
-	outcomeTooEarly                        // refused 425: unsafe, in TLS early data, with the cookie
-	outcomeError                           // the session could not be loaded: the store failed (503 or 500)
+	outcomeNone        requestOutcome = iota // no session cookie
+	outcomeValid                             // a signed cookie naming a live session
+	outcomeInvalid                           // a cookie whose signature does not verify
+	outcomeExpired                           // a signed cookie whose session is gone (expired, ended or rotated)
+	outcomeAmbiguous                         // several session cookies, none chosen
+	outcomeSkipped                           // the handler's matcher did not select the request
+	outcomeCrossOrigin                       // refused 403: unsafe, cross-origin, with the cookie
+	outcomeTooEarly                          // refused 425: unsafe, in TLS early data, with the cookie
+	outcomeError                             // the session could not be loaded: the store failed (503 or 500)
 	numOutcomes
 )
 
