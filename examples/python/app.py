@@ -61,47 +61,10 @@ def page(title, body, user=None):
 """
 
 
-# The account and sessions pages end with this: log out on every browser and
+# The account and devices pages end with this: log out on every browser and
 # device at once (the Log out button is in every page's header).
 LOGOUT_EVERYWHERE_FORM = """<form method="post" action="/logout-everywhere">
 <button id="logout-everywhere" type="submit">Log out everywhere</button></form>"""
-
-# Caddyfile.example's /account/sessions.json route passes only subjects that
-# fit its vars_regexp to the admin API (rewrite does not escape them); this
-# is the same rule, so the page can say so instead of showing a failed list.
-SESSIONS_NAME_PUNCT = " ._@+'-"
-
-
-def listable(name):
-    return (bool(name) and name[0] not in ". " and
-            all(c.isalnum() or c in SESSIONS_NAME_PUNCT for c in name))
-
-# Fills the sessions table from /account/sessions.json, which Caddy answers
-# itself from its admin API for the logged-in user only (see the Caddyfile):
-# [{"id","created","updated","expires"}], times in Unix seconds.
-SESSIONS_JS = """
-(async () => {
-  const table = document.getElementById('sessions');
-  const status = document.getElementById('sessions-status');
-  const when = (s) => new Date(s * 1000).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
-  try {
-    const res = await fetch('/account/sessions.json', {headers: {Accept: 'application/json'}});
-    if (!res.ok) throw new Error('HTTP ' + res.status);
-    const list = await res.json();
-    for (const s of list) {
-      const row = table.tBodies[0].insertRow();
-      row.dataset.id = s.id;
-      const label = s.id + (s.id === table.dataset.current ? ' (this browser)' : '');
-      for (const text of [label, when(s.created), when(s.updated), when(s.expires)]) {
-        row.insertCell().textContent = text;
-      }
-    }
-    status.textContent = list.length + (list.length === 1 ? ' session' : ' sessions');
-  } catch (err) {
-    status.textContent = 'The list is not available (' + err.message + ').';
-  }
-})();
-"""
 
 # Fills the devices table from /api/devices, which Caddy's session handler
 # answers itself (the Caddyfile's `devices /api/devices`) for the logged-in
@@ -194,9 +157,8 @@ class Handler(BaseHTTPRequestHandler):
             self.login_form(query.get("next", [""])[0])
         elif url.path == "/account":
             self.account()
-        elif url.path == "/account/sessions":
-            self.sessions()
-        elif url.path == "/account/devices":
+        elif url.path in ("/account/devices", "/account/sessions"):
+            # /account/sessions is the page's older address.
             self.devices()
         elif url.path in ("/logout", "/logout-everywhere"):
             # POST only: a GET must not change state (a link or an image on
@@ -277,41 +239,8 @@ class Handler(BaseHTTPRequestHandler):
 <pre id="session">{html.escape(json.dumps(data, indent=2, ensure_ascii=False))}</pre>
 <p id="snapshot">This is the snapshot this request was given, before the page's own change: the counter above
 already counts this visit, so it is one ahead of the snapshot's "visits".</p>
-<p><a id="sessions-link" href="/account/sessions">Your sessions</a> ·
-<a id="devices-link" href="/account/devices">Your devices</a></p>
+<p><a id="devices-link" href="/account/devices">Your devices</a></p>
 {LOGOUT_EVERYWHERE_FORM}""", headers=[("X-Session-Patch", json.dumps({"visits": visits}))])
-
-    def sessions(self):
-        user = user_of(self.session())
-        if user is None:
-            self.redirect("/login?next=/account/sessions")
-            return
-        name = str(user.get("name"))
-        if not listable(name):
-            self.page(200, "Your sessions", f"""
-<p id="sessions-limit">The sessions of <span id="user">{html.escape(name)}</span> cannot be listed here: this demo
-passes the name to Caddy's admin API in a URL path, which it cannot escape, so it lists only names of letters, digits,
-spaces and . _ @ + ' - (not starting with a dot or a space). Log out everywhere still ends them all.</p>
-{LOGOUT_EVERYWHERE_FORM}""")
-            return
-        # X-Session-Meta's id is this session's handle, the same id the list
-        # shows, so the page can mark "this device". Caddy sets the header.
-        try:
-            current = str(json.loads(self.headers.get("X-Session-Meta", "{}")).get("id", ""))
-        except (ValueError, AttributeError):
-            current = ""
-        self.page(200, "Your sessions", f"""
-<p>Signed in as <span id="user">{html.escape(name)}</span>.
-Every session of this name, on any browser or device:</p>
-<table id="sessions" data-current="{html.escape(current)}">
-<thead><tr><th>Session</th><th>Started</th><th>Last active</th><th>Expires</th></tr></thead>
-<tbody></tbody>
-</table>
-<p id="sessions-status">Loading...</p>
-<noscript><p><a href="/account/sessions.json">The list as JSON</a></p></noscript>
-{LOGOUT_EVERYWHERE_FORM}
-<script>{SESSIONS_JS}</script>
-""")
 
     def devices(self):
         user = user_of(self.session())
