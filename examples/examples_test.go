@@ -399,11 +399,14 @@ type view struct {
 		ID  string
 	}
 	cookie string
+	// assertion is X-Session-Assertion, the signed assertion the gateway
+	// adds when its Caddyfile has an assertion block ("" otherwise).
+	assertion string
 }
 
 // backendView reads a /debug/headers reply and fails on any session header
-// other than the gateway's own X-Session and X-Session-Meta, or on either
-// of those arriving twice.
+// other than the gateway's own X-Session, X-Session-Meta and (with an
+// assertion block) X-Session-Assertion, or on any of those arriving twice.
 func backendView(t *testing.T, lang string, r *reply) view {
 	t.Helper()
 	r.expect(http.StatusOK)
@@ -433,6 +436,8 @@ func backendView(t *testing.T, lang string, r *reply) view {
 			}
 		case norm == "cookie":
 			v.cookie = value
+		case norm == "x-session-assertion":
+			v.assertion = value
 		case strings.HasPrefix(norm, "x-session"):
 			t.Errorf("backend got header %s: %s", name, value)
 		}
@@ -442,6 +447,9 @@ func backendView(t *testing.T, lang string, r *reply) view {
 		if seen[h] != 1 {
 			t.Errorf("backend got %s %d times, want once: %v", h, seen[h], headers)
 		}
+	}
+	if seen["x-session-assertion"] > 1 {
+		t.Errorf("backend got x-session-assertion %d times, want at most once: %v", seen["x-session-assertion"], headers)
 	}
 	return v
 }
