@@ -468,7 +468,9 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 		if err := st.checkRevoke(out, rec.Subject); err != nil {
 			return err
 		}
-		rec.Updated, rec.Version = st.now, 1
+		// Login marks the new session as a logged-in user's, which a
+		// bounded store evicts only after every anonymous one.
+		rec.Updated, rec.Version, rec.Login = st.now, 1, true
 		device(st.req, &rec)
 		token, key, err := h.newSession(ctx, &rec)
 		if err != nil {

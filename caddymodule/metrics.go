@@ -230,25 +230,46 @@ func storeObservers(name string) (obs [numStoreOps]prometheus.Observer, errs [nu
 // sessions is an index scan per scrape, and every Caddy instance sharing
 // the collection would report the same number, so sum() over instances
 // would multiply it. MongoDB's own monitoring counts the collection.
+//
+// It also reports caddy_session_evictions_total{store,class}: the
+// sessions a full memory store evicted, class "anonymous" (no subject, not
+// created by a login; ended tombstones too) or "logged_in". The store
+// counts them since it was made, so the counter survives reloads as the
+// pooled store does.
 type activeCollector struct {
-	desc *prometheus.Desc
+	desc      *prometheus.Desc
+	evictions *prometheus.Desc
 }
 
 func newActiveCollector(ns, sub string) *activeCollector {
-	return &activeCollector{desc: prometheus.NewDesc(
-		prometheus.BuildFQName(ns, sub, "active"),
-		"Records held by a memory store: live sessions, plus expired sessions and regenerate tombstones not yet swept.",
-		[]string{"store"}, nil)}
+	return &activeCollector{
+		desc: prometheus.NewDesc(
+			prometheus.BuildFQName(ns, sub, "active"),
+			"Records held by a memory store: live sessions, plus expired sessions and regenerate tombstones not yet swept.",
+			[]string{"store"}, nil),
+		evictions: prometheus.NewDesc(
+			prometheus.BuildFQName(ns, sub, "evictions_total"),
+			"Sessions a full memory store evicted, by class: anonymous (evicted first) or logged_in (a subject, or created by a login).",
+			[]string{"store", "class"}, nil),
+	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *activeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *activeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.evictions
+}
 
 // Collect implements prometheus.Collector.
 func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ls := range storesInUse("") {
 		if ls.size != nil {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(ls.size()), ls.name)
+		}
+		if ls.evictions != nil {
+			anon, users := ls.evictions()
+			ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(anon), ls.name, "anonymous")
+			ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(users), ls.name, "logged_in")
 		}
 	}
 }

@@ -19,7 +19,10 @@ type storeInUse struct {
 	idx    subjectIndex // the subject index (instrumented unless in-process), nil when it has none
 	reseal resealer     // the store module's reseal, nil when it does not seal
 	size   func() int   // how many sessions it holds; nil when not cheap
-	seq    uint64       // registration order: the newest of equal ids is used
+	// evictions counts the store's evictions (anonymous, logged-in); nil
+	// for a store that never evicts.
+	evictions func() (anonymous, loggedIn uint64)
+	seq       uint64 // registration order: the newest of equal ids is used
 }
 
 // inUse holds the stores of every provisioned session handler. A
@@ -49,6 +52,12 @@ type storeDescriber interface {
 // cheaply (the memory store), for caddy_session_active.
 type storeSizer interface {
 	Len() int
+}
+
+// storeEvictor is implemented by store modules that evict sessions when
+// full (the memory store), for caddy_session_evictions_total.
+type storeEvictor interface {
+	Evictions() (anonymous, loggedIn uint64)
 }
 
 // storeDescription names a store; see storeDescriber.
@@ -89,6 +98,9 @@ func registerStore(mod store.Store) (store.Store, func()) {
 	}
 	if sz, ok := mod.(storeSizer); ok {
 		ls.size = sz.Len
+	}
+	if ev, ok := mod.(storeEvictor); ok {
+		ls.evictions = ev.Evictions
 	}
 
 	inUse.Lock()

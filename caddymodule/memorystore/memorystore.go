@@ -39,6 +39,7 @@ var memoryPool = caddy.NewUsagePool()
 type pooledMemstore struct {
 	*memstore.Store
 	evictions *evictionLog
+	loggedOut *evictionLog // evictions of logged-in sessions
 }
 
 // Destruct stops the store's sweeper; the pool drops the sessions with it.
@@ -55,6 +56,7 @@ const evictionLogInterval = time.Minute
 // the count since the last line (evictions after the last line are
 // counted in the next one). It never logs session data or keys.
 type evictionLog struct {
+	msg    string // the log line's message
 	name   string
 	store  *memstore.Store
 	logger atomic.Pointer[zap.Logger] // the newest config's logger
@@ -78,7 +80,7 @@ func (l *evictionLog) evicted(n int) {
 	count := l.pending
 	l.pending, l.last = 0, now
 	l.mu.Unlock()
-	l.logger.Load().Warn("memory session store full: evicted least recently used sessions",
+	l.logger.Load().Warn(l.msg,
 		zap.String("store", l.name),
 		zap.Int("evicted", count),
 		zap.Bool("first", first),
@@ -93,8 +95,11 @@ func (l *evictionLog) evicted(n int) {
 // across config reloads, for as long as at least one config uses the name.
 //
 // The store is bounded (max_sessions): when it is full, a new session
-// evicts the least recently used one, and a warning is logged (the first
-// eviction, then at most one line a minute with the count).
+// evicts the least recently used anonymous one (no subject, not created by
+// a login), logged-in ones only when no anonymous one is left, and never a
+// login's tombstone before its two minutes are over (package memstore).
+// A warning is logged (the first eviction, then at most one line a minute
+// with the count), another for logged-in sessions evicted.
 //
 // Caddyfile syntax, inside a session handler block:
 //
@@ -150,6 +155,7 @@ func (m *MemoryStore) Provision(ctx caddy.Context) error {
 	}
 	p := val.(*pooledMemstore)
 	p.evictions.logger.Store(logger)
+	p.loggedOut.logger.Store(logger)
 	m.Store, m.evictions = p.Store, p.evictions
 	m.poolKey = name
 	if want := maxSessionsOr(m.MaxSessions); loaded && want != p.MaxSessions() {
@@ -165,10 +171,13 @@ func (m *MemoryStore) Provision(ctx caddy.Context) error {
 // newPooledMemstore builds the pooled store named name, holding at most
 // maxSessions sessions (zero: the default), that logs its evictions.
 func newPooledMemstore(name string, maxSessions int) *pooledMemstore {
-	ev := &evictionLog{name: name, now: time.Now}
+	ev := &evictionLog{name: name, now: time.Now, msg: "memory session store full: evicted least recently used sessions (anonymous ones first)"}
 	ev.logger.Store(zap.NewNop())
-	ev.store = memstore.New(memstore.Options{MaxSessions: maxSessions, OnEvict: ev.evicted})
-	return &pooledMemstore{Store: ev.store, evictions: ev}
+	out := &evictionLog{name: name, now: time.Now, msg: "memory session store full of logged-in sessions: evicted logged-in users; raise max_sessions"}
+	out.logger.Store(zap.NewNop())
+	st := memstore.New(memstore.Options{MaxSessions: maxSessions, OnEvict: ev.evicted, OnEvictLoggedIn: out.evicted})
+	ev.store, out.store = st, st
+	return &pooledMemstore{Store: st, evictions: ev, loggedOut: out}
 }
 
 // maxSessionsOr returns n, or the default bound when n is zero.

@@ -55,6 +55,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sessiongate/caddy-session/cookie"
@@ -151,6 +152,9 @@ type Store struct {
 	max             int
 	onEvict         func(int)
 	onEvictLoggedIn func(int)
+	// evictedAnon and evictedUsers count evictions since New, for a
+	// counter metric (Evictions).
+	evictedAnon, evictedUsers atomic.Uint64
 
 	now       func() time.Time
 	stop      chan struct{}
@@ -242,6 +246,15 @@ func (s *Store) SetMaxSessions(n int) {
 	s.evicted(anon, users)
 }
 
+// Evictions returns how many records the store has evicted since New:
+// anonymous sessions and ended tombstones, and logged-in sessions (see
+// the package documentation). It is meant for a counter metric: a rise
+// in loggedIn means users were logged out because the store was full of
+// logged-in sessions.
+func (s *Store) Evictions() (anonymous, loggedIn uint64) {
+	return s.evictedAnon.Load(), s.evictedUsers.Load()
+}
+
 // Len returns the number of records held: live sessions, expired ones not
 // yet swept and tombstones. It is meant for a gauge and for tests.
 func (s *Store) Len() int {
@@ -288,9 +301,13 @@ func (s *Store) Create(_ context.Context, key string, rec *store.Record) error {
 	s.entries[key] = e
 	s.link(e)
 	s.index(e)
-	// Create has no now of its own; the new record's Created is the
-	// caller's now.
-	anon, users := s.evict(rec.Created, e)
+	// Create has no now of its own; the new record's Updated (or Created)
+	// is the caller's now.
+	now := rec.Updated
+	if rec.Created.After(now) {
+		now = rec.Created
+	}
+	anon, users := s.evict(now, e)
 	s.mu.Unlock()
 	s.evicted(anon, users)
 	return nil
@@ -331,6 +348,8 @@ func (s *Store) evict(now time.Time, keep *entry) (anonymous, loggedIn int) {
 // evicted tells OnEvict about evictions, if any. The caller does not hold
 // s.mu.
 func (s *Store) evicted(anonymous, loggedIn int) {
+	s.evictedAnon.Add(uint64(anonymous))
+	s.evictedUsers.Add(uint64(loggedIn))
 	if anonymous+loggedIn > 0 && s.onEvict != nil {
 		s.onEvict(anonymous + loggedIn)
 	}

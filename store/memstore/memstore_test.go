@@ -552,6 +552,9 @@ func TestFloodKeepsLoggedIn(t *testing.T) {
 	if n := loggedOut.Load(); n != 0 {
 		t.Errorf("OnEvictLoggedIn reported %d logged-in sessions evicted, want 0", n)
 	}
+	if anon, users := s.Evictions(); anon != uint64(evicted.Load()) || users != 0 {
+		t.Errorf("Evictions() = %d, %d; want %d, 0", anon, users, evicted.Load())
+	}
 	// 30 floods + the re-created key: 31 creates into a store of 10 that
 	// held 5 records.
 	if n := evicted.Load(); n != 5+31-maxSessions {
@@ -589,6 +592,9 @@ func TestOnlyLoggedInLeft(t *testing.T) {
 	}
 	if n := loggedOut.Load(); n != 1 {
 		t.Errorf("OnEvictLoggedIn reported %d, want 1", n)
+	}
+	if anon, users := s.Evictions(); anon != 1 || users != 1 {
+		t.Errorf("Evictions() = %d, %d; want 1, 1", anon, users)
 	}
 
 	tombs := newStore(t, memstore.Options{MaxSessions: 2})
