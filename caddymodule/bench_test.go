@@ -20,10 +20,10 @@ import (
 // once, so the figures are the gateway's own cost. Targets (issue 8): the
 // unchanged case at most 2.5 µs and 12 allocations above BenchmarkBaseline.
 
-func benchHandler(b *testing.B) *Handler { return benchHandlerOf(b, &Handler{}) }
+func benchHandler(b testing.TB) *Handler { return benchHandlerOf(b, &Handler{}) }
 
 // benchHandlerOf provisions h, a configuration, with the test secret.
-func benchHandlerOf(b *testing.B, h *Handler) *Handler {
+func benchHandlerOf(b testing.TB, h *Handler) *Handler {
 	h.Secrets = []string{testSecret}
 	ctx := caddyCtx(b)
 	if err := h.Provision(ctx); err != nil {
@@ -63,7 +63,7 @@ func (w *benchWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *benchWriter) WriteHeader(s int)           { w.status = s }
 
 // serve runs one request through h and the given upstream behaviour.
-func serve(b *testing.B, h *Handler, w *benchWriter, cookie string, next caddyhttp.HandlerFunc) {
+func serve(b testing.TB, h *Handler, w *benchWriter, cookie string, next caddyhttp.HandlerFunc) {
 	clear(w.h)
 	if err := h.ServeHTTP(w, newBenchRequest(cookie), next); err != nil {
 		b.Fatal(err)
@@ -84,7 +84,7 @@ func upstreamPatch(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
-func benchCookie(b *testing.B, h *Handler) string {
+func benchCookie(b testing.TB, h *Handler) string {
 	w := &benchWriter{h: http.Header{}}
 	serve(b, h, w, "", func(w http.ResponseWriter, _ *http.Request) error {
 		w.Header().Set("X-Session-Update", `{"user":{"id":42,"name":"Ann"},"n":1}`)

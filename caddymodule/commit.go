@@ -415,9 +415,8 @@ func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outc
 func (st *state) casLoop(ctx context.Context, hdr http.Header, op string, step func(base *store.Record) error) error {
 	for range maxAttempts {
 		err := step(st.rec)
-		var answer caddyhttp.HandlerError
 		switch {
-		case err == nil || errors.As(err, &answer):
+		case err == nil || isAnswer(err):
 			return err
 		case !errors.Is(err, store.ErrConflict):
 			return st.storeFailed(op, err)
@@ -427,6 +426,14 @@ func (st *state) casLoop(ctx context.Context, hdr http.Header, op string, step f
 		}
 	}
 	return st.storeFailed(op, errContention)
+}
+
+// isAnswer reports whether err already answers the request (a
+// caddyhttp.HandlerError). Apart from casLoop, so the request path does
+// not allocate the target of errors.As.
+func isAnswer(err error) bool {
+	var answer caddyhttp.HandlerError
+	return errors.As(err, &answer)
 }
 
 // reread loads the session again after a lost compare-and-set. ended is

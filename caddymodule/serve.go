@@ -105,17 +105,8 @@ func (h *Handler) finish(rw *responseWriter, err error) error {
 // request without a session.
 func (h *Handler) load(r *http.Request, st *state, token, key string) error {
 	rec, err := h.store.Find(r.Context(), key, st.now)
-	var rotated *store.RotatedError
-	switch {
-	case err == nil:
-	case errors.As(err, &rotated):
-		// A request racing a login: read-only, no cookie.
-		st.rotated, st.rotatedFrom, st.successor = true, cookie.Handle(key), rotated.Successor
-		return nil
-	case errors.Is(err, store.ErrNotFound):
-		return nil
-	default:
-		return h.storeError("load", cookie.Handle(key), err)
+	if err != nil {
+		return h.notLoaded(st, key, err)
 	}
 	if !h.policy.alive(rec, st.now) {
 		return nil
@@ -128,6 +119,23 @@ func (h *Handler) load(r *http.Request, st *state, token, key string) error {
 		return h.dropOversized(r, st)
 	}
 	return nil
+}
+
+// notLoaded handles a load whose Find failed with err: a session
+// regenerated away or gone is no session, anything else is a store
+// failure. Apart from load, so a request that finds its session does not
+// allocate errors.As's target.
+func (h *Handler) notLoaded(st *state, key string, err error) error {
+	var rotated *store.RotatedError
+	switch {
+	case errors.As(err, &rotated):
+		// A request racing a login: read-only, no cookie.
+		st.rotated, st.rotatedFrom, st.successor = true, cookie.Handle(key), rotated.Successor
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	}
+	return h.storeError("load", cookie.Handle(key), err)
 }
 
 // dropOversized ends a stored session that no longer fits the header

@@ -23,6 +23,7 @@ const stateVarKey = "caddy_session.state"
 // The fields read after the upstream answered (commit) come first, so
 // they share the first cache lines of the response writer: by then the
 // request's memory has usually left the CPU cache (docs/benchmarks.md).
+// TestStateCommitFieldsFirst holds them there.
 type state struct {
 	h            *Handler
 	rec          *store.Record // nil when the visitor has no session yet
@@ -35,8 +36,8 @@ type state struct {
 	legacyExpire []string      // Set-Cookie values that expire legacy session cookies
 
 	// vals backs the one-value headers the gateway sets on a request and
-	// its response (see setOne), so setting them allocates nothing: four
-	// allocations fewer in BenchmarkValidCookieUnchanged.
+	// its response (see setOne), so setting them allocates nothing
+	// (allocBudgets holds the count).
 	vals [numVals]string
 
 	req     *http.Request
@@ -78,10 +79,9 @@ const noSessionMeta = `{"new":true,"id":"","created":0,"expires":0}`
 
 // requestValues returns the X-Session value (the stored encoding as it
 // is, or its projection under read) and the X-Session-Meta value. Without
-// read both are cut from one string, so they cost one allocation (one
-// fewer per request in BenchmarkValidCookieUnchanged); with read the
-// projection comes from the handler's cache and the meta value costs the
-// one allocation.
+// read both are cut from one string, so they cost one allocation; with
+// read the projection comes from the handler's cache and the meta value
+// costs the one allocation (allocBudgets holds the count).
 func (st *state) requestValues() (data, meta string, err error) {
 	if st.rec == nil {
 		return emptyObject, noSessionMeta, nil
