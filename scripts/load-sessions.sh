@@ -222,7 +222,7 @@ p = [x / tot for x in w]
 rows = [line.split() for line in sys.stdin]
 rate = {r[0]: float(r[2]) for r in rows}
 print(f"{sessions} sessions, Zipf s={s}, cache ttl {ttl}")
-print(f"{\"stack\":6} {\"req/s\":>10} {\"finds/req\":>10}  note")
+print("%-6s %10s %10s  note" % ("stack", "req/s", "finds/req"))
 for name, n, r, f in rows:
     fpr = "-" if f == "-" else f"{int(f) / int(n):.3f}"
     note = ""
@@ -230,6 +230,6 @@ for name, n, r, f in rows:
         model = sum(pi / (1 + float(r) * pi * ttl_s) for pi in p)
         note = f"model {model:.3f} at {float(r):.0f} req/s"
     if name != "koa" and "koa" in rate:
-        note += f"  {float(r) / rate[\"koa\"]:.2f}x koa"
+        note += "  %.2fx koa" % (float(r) / rate["koa"])
     print(f"{name:6} {float(r):>10.0f} {fpr:>10}  {note}")
 ' "$SESSIONS" "$ZIPF_S" "$TTL"

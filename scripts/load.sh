@@ -10,6 +10,7 @@
 # Traffic goes to 127.0.0.1 only. Everything the script starts is stopped on exit.
 #
 # Settings (environment):
+#   WORKLOAD=                               WORKLOAD=sessions runs scripts/load-sessions.sh instead
 #   DURATION=10s THREADS=2 CONNECTIONS=32   wrk parameters, the same for both sites
 #   ROUNDS=5                                measured rounds; each round runs both sites, in alternating order
 #   WARMUP=2s                               untimed wrk run against each site before measuring
@@ -28,6 +29,10 @@
 # and GC assist inside the counted frames count; background GC workers are in no one's share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# WORKLOAD=sessions: the many-sessions workload on the MongoDB store, read cache on and off, against the seed's koa
+# stack (scripts/load-sessions.sh says how).
+[[ "${WORKLOAD:-}" == sessions ]] && exec bash scripts/load-sessions.sh
 
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
