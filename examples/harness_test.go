@@ -184,6 +184,19 @@ func need(t *testing.T, names ...string) string {
 	return ""
 }
 
+// pythonWithJWT is a python3 that can import PyJWT (Debian's python3-jwt):
+// the one on PATH, else Debian's own.
+func pythonWithJWT(t *testing.T) string {
+	t.Helper()
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		if p, err := exec.LookPath(py); err == nil && exec.Command(p, "-c", "import jwt").Run() == nil {
+			return p
+		}
+	}
+	t.Fatal("no python3 with PyJWT: install the test dependencies with scripts/deps.sh (python3-jwt)")
+	return ""
+}
+
 // npmCI installs dir's npm packages from its package-lock.json (npm ci),
 // unless node_modules was installed from this very lockfile already.
 func npmCI(t *testing.T, dir string) {
@@ -220,8 +233,9 @@ func npmInstall(npm, dir string) error {
 
 // site is an example app with Caddy in front of it.
 type site struct {
-	base  string // Caddy's URL
-	caddy *proc
+	base     string // Caddy's URL
+	caddy    *proc
+	upstream string // the app's address: host:port, or unix/<socket> for php-fpm
 }
 
 // example runs one example app and Caddy with the example's own Caddyfile.
@@ -242,29 +256,34 @@ func serve(t *testing.T, lang, caddyfile string, env ...string) site {
 		t.Fatal(err)
 	}
 
+	// Caddy's port first: the app fetches the gateway's keys from it.
+	caddyPort := strconv.Itoa(freePort(t))
+	appEnv := []string{"ASSERTION_JWKS_URL=http://127.0.0.1:" + caddyPort + "/.well-known/caddy-session/jwks.json"}
 	var upstream string
 	switch lang {
 	case "python", "node":
 		port := strconv.Itoa(freePort(t))
-		args := []string{need(t, "python3"), "app.py"}
+		var args []string
 		if lang == "node" {
 			npmCI(t, dir)
 			args = []string{need(t, "node", "nodejs"), "server.js"}
+		} else {
+			args = []string{pythonWithJWT(t), "app.py"}
 		}
-		app := start(t, lang, dir, []string{"APP_PORT=" + port}, args...)
+		app := start(t, lang, dir, append(appEnv, "APP_PORT="+port), args...)
 		upstream = "127.0.0.1:" + port
 		app.waitDial(t, "tcp", upstream)
 	case "php":
 		need(t, "php-fpm", "/usr/sbin/php-fpm*")
 		sock := filepath.Join(t.TempDir(), "fpm.sock")
-		fpm := start(t, "php-fpm", dir, []string{"FPM_LISTEN=" + sock}, "bash", "run-fpm.sh")
+		fpm := start(t, "php-fpm", dir, append(appEnv, "FPM_LISTEN="+sock), "bash", "run-fpm.sh")
 		fpm.waitDial(t, "unix", sock)
 		upstream = "unix/" + sock
 	default:
 		t.Fatalf("unknown example %q", lang)
 	}
 
-	port := strconv.Itoa(freePort(t))
+	port := caddyPort
 	data := t.TempDir()
 	caddy := start(t, "caddy", dir, append([]string{
 		"PORT=" + port,
@@ -277,5 +296,5 @@ func serve(t *testing.T, lang, caddyfile string, env ...string) site {
 		"XDG_DATA_HOME=" + data, "XDG_CONFIG_HOME=" + data,
 	}, env...), caddyBin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	caddy.waitDial(t, "tcp", "127.0.0.1:"+port)
-	return site{base: "http://127.0.0.1:" + port, caddy: caddy}
+	return site{base: "http://127.0.0.1:" + port, caddy: caddy, upstream: upstream}
 }

@@ -27,7 +27,10 @@ port="${PORT:-8080}"
 app_port="${APP_PORT:-8000}"
 admin="${CADDY_ADMIN:-localhost:2019}"
 
-command -v python3 >/dev/null || { echo "demo.sh: python3 is needed (apt-get install python3)" >&2; exit 1; }
+# The app checks the gateway's signature with PyJWT (Debian's python3-jwt),
+# which another python3 earlier on PATH may lack.
+py=python3; "$py" -c 'import jwt' 2>/dev/null || py=/usr/bin/python3
+"$py" -c 'import jwt' 2>/dev/null || { echo "demo.sh: python3 with PyJWT is needed (apt-get install python3 python3-jwt)" >&2; exit 1; }
 caddy="${CADDY:-}"
 if [[ -z "$caddy" ]]; then
 	command -v go >/dev/null || { echo "demo.sh: Go is needed to build Caddy (https://go.dev/dl/)" >&2; exit 1; }
@@ -131,7 +134,7 @@ wait_for() {
 }
 
 # The app first, so Caddy never answers 502 for want of it.
-APP_PORT="$app_port" python3 examples/python/app.py &
+ASSERTION_JWKS_URL="http://127.0.0.1:$port/.well-known/caddy-session/jwks.json" APP_PORT="$app_port" "$py" examples/python/app.py &
 app_pid=$!
 wait_for "the Python app does not listen on port $app_port" listens 127.0.0.1 "$app_port"
 

@@ -2,6 +2,7 @@
 # Installs the Debian packages the tests and scripts need, where missing:
 #   gcc              the C compiler that `go test -race` needs (cgo)
 #   python3          the Python example and scripts/demo.sh
+#   python3-jwt      PyJWT: the Python example checks the gateway's signed assertion
 #   nodejs, npm      the Node example (Express) and internal/adopt's legacy apps:
 #                    `npm ci` from their lockfiles, so the tests need the npm registry
 #   php-cli, php-fpm the PHP example
@@ -16,6 +17,7 @@ set -euo pipefail
 declare -A provides=(
 	[gcc]=gcc
 	[python3]=python3
+	[python3-jwt]=python3-jwt
 	[nodejs]=node
 	[npm]=npm
 	[chromium]=chromium
@@ -30,6 +32,8 @@ have() {
 	# older Debian releases call Node's binary nodejs.
 	if [[ $1 == php-fpm ]]; then
 		command -v php-fpm >/dev/null || compgen -G '/usr/sbin/php-fpm*' >/dev/null
+	elif [[ $1 == python3-jwt ]]; then
+		python3 -c 'import jwt' 2>/dev/null || /usr/bin/python3 -c 'import jwt' 2>/dev/null
 	elif [[ $1 == node ]]; then
 		command -v node >/dev/null || command -v nodejs >/dev/null
 	else
@@ -38,7 +42,7 @@ have() {
 }
 
 missing=()
-for pkg in gcc python3 nodejs npm php-cli php-fpm chromium wrk curl; do
+for pkg in gcc python3 python3-jwt nodejs npm php-cli php-fpm chromium wrk curl; do
 	if have "${provides[$pkg]}"; then
 		echo "deps.sh: $pkg: present"
 	else

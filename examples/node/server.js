@@ -10,6 +10,7 @@
 'use strict';
 
 const express = require('express');
+const { assertionVerifier, AssertionRefused } = require('./assertion');
 
 // JSON for a header value: escape everything outside ASCII, because Node
 // would send those characters as Latin-1 bytes (or refuse them).
@@ -88,6 +89,23 @@ function loginForm(req, res, next, error = '') {
 }
 
 const app = express();
+
+// Every request must carry the gateway's signed assertion for its X-Session
+// (assertion.js, with jose): anything that reaches the app another way (a
+// port exposed by mistake, another vhost, a forged X-Session) gets 401.
+const verify = assertionVerifier({
+  jwksUrl: process.env.ASSERTION_JWKS_URL || 'http://127.0.0.1:8080/.well-known/caddy-session/jwks.json',
+  audience: process.env.ASSERTION_AUDIENCE || 'example-app',
+});
+app.use(async (req, res, next) => {
+  try {
+    await verify(req);
+  } catch (e) {
+    if (!(e instanceof AssertionRefused)) return next(e);
+    return res.status(401).json({ error: 'the request did not come through the gateway' });
+  }
+  next();
+});
 app.disable('x-powered-by');
 app.set('etag', false);
 app.use(express.urlencoded({ extended: false, limit: '64kb' }));

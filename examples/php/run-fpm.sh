@@ -2,6 +2,7 @@
 # Runs php-fpm in the foreground with a minimal config written to a temp dir,
 # independent of the system php-fpm service and its pools.
 #   FPM_LISTEN: 127.0.0.1:9000 (default) or a unix socket path
+#   ASSERTION_JWKS_URL, ASSERTION_AUDIENCE: passed to the app (lib/assertion.php)
 set -euo pipefail
 
 listen="${FPM_LISTEN:-127.0.0.1:9000}"
@@ -39,6 +40,10 @@ listen = $listen
 pm = static
 pm.max_children = 4
 catch_workers_output = yes
+; Where the app fetches the gateway's keys, and the audience it expects
+; (lib/assertion.php): from this script's environment, never from a request.
+env[ASSERTION_JWKS_URL] = ${ASSERTION_JWKS_URL:-http://127.0.0.1:8080/.well-known/caddy-session/jwks.json}
+env[ASSERTION_AUDIENCE] = ${ASSERTION_AUDIENCE:-example-app}
 CONF
 
 echo "run-fpm.sh: $fpm listening on $listen" >&2

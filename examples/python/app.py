@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""A tiny app with server-side sessions, standard library only.
+"""A tiny app with server-side sessions: the standard library, and PyJWT to
+check the gateway's signature.
 
 It runs behind Caddy with the `session` handler, which does all the session
 work: the app reads the session from the X-Session request header and changes
 it with X-Session-Patch / X-Session-Control response headers. There is no
 session code, no cookie handling and no store here.
 
+Every request must carry the gateway's signed assertion (X-Session-Assertion,
+checked by assertion.py): a request that reaches the app any other way (a port
+exposed by mistake, another vhost, a forged X-Session) gets 401.
+
     APP_PORT=8000 python3 app.py
+    ASSERTION_JWKS_URL  the gateway's key set (default
+                        http://127.0.0.1:8080/.well-known/caddy-session/jwks.json)
+    ASSERTION_AUDIENCE  the aud the gateway signs (default example-app)
 """
 
 import html
@@ -14,6 +22,12 @@ import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from assertion import Refused, Verifier
+
+VERIFIER = Verifier(
+    os.environ.get("ASSERTION_JWKS_URL", "http://127.0.0.1:8080/.well-known/caddy-session/jwks.json"),
+    audience=os.environ.get("ASSERTION_AUDIENCE", "example-app"))
 
 
 def safe_next(value):
@@ -120,9 +134,21 @@ class Handler(BaseHTTPRequestHandler):
     # Keep-alive towards Caddy; every response carries Content-Length.
     protocol_version = "HTTP/1.1"
 
+    def from_gateway(self):
+        """True when the request carries a valid assertion for its
+        X-Session; otherwise answers 401."""
+        try:
+            VERIFIER.verify_headers(self.headers)
+            return True
+        except Refused:
+            self.send(401, json.dumps({"error": "the request did not come through the gateway"}),
+                      "application/json")
+            return False
+
     def session(self):
         # Caddy always sends X-Session ({} without a session) and strips any
-        # client-sent header of that name, so this JSON can be trusted.
+        # client-sent header of that name; from_gateway checked that this is
+        # the value Caddy signed, so this JSON can be trusted.
         try:
             data = json.loads(self.headers.get("X-Session", "{}"))
         except ValueError:
@@ -149,6 +175,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send(303, "", headers=[("Location", location), *headers])
 
     def do_GET(self):
+        if not self.from_gateway():
+            return
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         if url.path == "/":
@@ -178,6 +206,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        if not self.from_gateway():
+            return
         if url.path == "/login":
             nxt = form.get("next", parse_qs(url.query).get("next", [""]))[0]
             self.login(form.get("name", [""])[0].strip(), nxt)

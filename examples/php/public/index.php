@@ -5,6 +5,25 @@
 declare(strict_types=1);
 
 require __DIR__ . '/../lib/app.php';
+require __DIR__ . '/../lib/assertion.php';
+
+// Every request must carry the gateway's signed assertion for its X-Session
+// (lib/assertion.php, with sodium): anything that reaches PHP another way (a
+// second vhost without `session`, fpm's port exposed, a forged X-Session)
+// gets 401. The settings come from php-fpm's pool (run-fpm.sh), never from a
+// request.
+try {
+    assertion_verify(
+        getenv('ASSERTION_JWKS_URL') ?: 'http://127.0.0.1:8080/.well-known/caddy-session/jwks.json',
+        getenv('ASSERTION_AUDIENCE') ?: 'example-app'
+    );
+} catch (AssertionRefused $e) {
+    http_response_code(401);
+    header('Content-Type: application/json');
+    header('Cache-Control: no-store');
+    echo json_encode(['error' => 'the request did not come through the gateway']), "\n";
+    exit;
+}
 
 $path = parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH) ?: '/';
 $post = ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST';
