@@ -277,6 +277,37 @@ func TestVerifyUnreachable(t *testing.T) {
 	})
 }
 
+// TestVerifyHTTPS fetches discovery and keys from an IdP over HTTPS, and
+// refuses the same IdP's certificate when the transport does not trust it.
+func TestVerifyHTTPS(t *testing.T) {
+	idp := idptest.NewTLS(t, idptest.ES256)
+	if !strings.HasPrefix(idp.Issuer, "https://") {
+		t.Fatalf("issuer %s", idp.Issuer)
+	}
+	v := newVerifier(t, idp, func(c *backchannel.Config) { c.Transport = idp.Transport() })
+	if _, err := verify(t, v, idp.LogoutToken(t, idptest.ES256, "s", "")); err != nil {
+		t.Fatalf("over HTTPS: %v", err)
+	}
+	untrusting := newVerifier(t, idp, nil)
+	if _, err := verify(t, untrusting, idp.LogoutToken(t, idptest.ES256, "s", "")); !errors.Is(err, backchannel.ErrUnreachable) {
+		t.Fatalf("an untrusted certificate: %v, want ErrUnreachable", err)
+	}
+}
+
+// TestVerifyTimeout: an IdP that does not answer within the timeout is
+// unreachable (503), the call does not hang.
+func TestVerifyTimeout(t *testing.T) {
+	idp := idptest.New(t, idptest.ES256)
+	idp.SetStall(3 * time.Second)
+	v := newVerifier(t, idp, func(c *backchannel.Config) { c.Timeout = 200 * time.Millisecond })
+	start := time.Now()
+	_, err := verify(t, v, idp.LogoutToken(t, idptest.ES256, "s", ""))
+	if !errors.Is(err, backchannel.ErrUnreachable) || time.Since(start) > 2*time.Second {
+		t.Fatalf("a stalled IdP: %v after %v, want ErrUnreachable within the timeout", err, time.Since(start))
+	}
+	idp.SetStall(0)
+}
+
 func TestVerifyExplicitJWKSURI(t *testing.T) {
 	idp := idptest.New(t, idptest.EdDSA)
 	v := newVerifier(t, idp, func(c *backchannel.Config) { c.JWKSURI = idp.JWKSURI() })

@@ -162,15 +162,31 @@ type IdP struct {
 	keys         []*Key
 	cacheControl string
 	down         bool
+	stall        time.Duration
 
 	// DiscoveryHits and JWKSHits count the requests served.
 	DiscoveryHits, JWKSHits atomic.Int64
 }
 
-// New starts an IdP on a loopback address with one key of each alg
-// given (RS256 when none), and stops it when the test ends.
+// New starts an IdP over plain HTTP on a loopback address with one key of
+// each alg given (RS256 when none), and stops it when the test ends.
 func New(t testing.TB, algs ...Alg) *IdP {
 	t.Helper()
+	return start(t, false, algs)
+}
+
+// NewTLS is New over HTTPS (a test certificate for 127.0.0.1); Transport
+// trusts it.
+func NewTLS(t testing.TB, algs ...Alg) *IdP {
+	t.Helper()
+	return start(t, true, algs)
+}
+
+// Transport is an HTTP transport that trusts the IdP's test certificate
+// (http.DefaultTransport's settings otherwise).
+func (idp *IdP) Transport() http.RoundTripper { return idp.srv.Client().Transport }
+
+func start(t testing.TB, tls bool, algs []Alg) *IdP {
 	if len(algs) == 0 {
 		algs = []Alg{RS256}
 	}
@@ -181,7 +197,11 @@ func New(t testing.TB, algs ...Alg) *IdP {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", idp.discovery)
 	mux.HandleFunc("GET /jwks", idp.jwks)
-	idp.srv = httptest.NewServer(mux)
+	if tls {
+		idp.srv = httptest.NewTLSServer(mux)
+	} else {
+		idp.srv = httptest.NewServer(mux)
+	}
 	idp.Issuer = idp.srv.URL
 	t.Cleanup(idp.srv.Close)
 	return idp
@@ -226,6 +246,10 @@ func (idp *IdP) jwks(w http.ResponseWriter, _ *http.Request) {
 
 func (idp *IdP) isDown(w http.ResponseWriter) bool {
 	idp.mu.Lock()
+	stall := idp.stall
+	idp.mu.Unlock()
+	time.Sleep(stall)
+	idp.mu.Lock()
 	defer idp.mu.Unlock()
 	if idp.down {
 		http.Error(w, "down", http.StatusServiceUnavailable)
@@ -237,6 +261,13 @@ func (idp *IdP) isDown(w http.ResponseWriter) bool {
 func (idp *IdP) SetDown(down bool) {
 	idp.mu.Lock()
 	idp.down = down
+	idp.mu.Unlock()
+}
+
+// SetStall makes every answer wait d first (0: answer at once).
+func (idp *IdP) SetStall(d time.Duration) {
+	idp.mu.Lock()
+	idp.stall = d
 	idp.mu.Unlock()
 }
 
