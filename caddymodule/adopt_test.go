@@ -419,7 +419,7 @@ func TestAdoptWalk(t *testing.T) {
 			rig := startAdoptRig(t, v, "")
 			b := newBrowser()
 			want := rig.login(b, "alice")
-			legacyData := want // what the legacy cookie holds, whatever the gateway writes later
+			legacyData := want                     // what the legacy cookie holds, whatever the gateway writes later
 			legacy := b.copyOf(v.legacyNames()...) // the cookies an XHR already in flight carries
 			id := ""
 			if v.store {
