@@ -71,6 +71,11 @@ func TestCrossOriginDefault(t *testing.T) {
 		{"cross-site PUT", "PUT", "/", site("cross-site"), false},
 		{"cross-site PATCH", "PATCH", "/", site("cross-site"), false},
 		{"cross-site DELETE", "DELETE", "/", site("cross-site"), false},
+		// Every method but GET, HEAD and OPTIONS is unsafe, not only the
+		// four common ones (protocol.md).
+		{"cross-site PROPFIND", "PROPFIND", "/", site("cross-site"), false},
+		{"cross-site made-up method", "FROB", "/", site("cross-site"), false},
+		{"cross-site OPTIONS", "OPTIONS", "/", site("cross-site"), true},
 		{"cross-site POST with a same-origin Origin", "POST", "/", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "http://" + host}, false},
 		{"old browser, foreign Origin", "POST", "/", map[string]string{"Origin": "http://evil.example"}, false},
 		{"old browser, Origin on another port", "POST", "/", map[string]string{"Origin": "http://127.0.0.1:1"}, false},

@@ -10,8 +10,9 @@ import (
 // CrossOriginConfig configures the protection against cross-site request
 // forgery. It is the standard library's http.CrossOriginProtection
 // (Sec-Fetch-Site, then Origin against Host), applied only to requests
-// that carry the session cookie: an unsafe method (POST, PUT, PATCH,
-// DELETE) from another origin gets 403 before the upstream is called.
+// that carry the session cookie: an unsafe method (any but GET, HEAD
+// and OPTIONS) from another origin gets 403 before the upstream is
+// called.
 // Requests without the cookie, such as an OIDC form_post callback, are not
 // affected.
 type CrossOriginConfig struct {
