@@ -193,3 +193,32 @@ func TestSubjectFilledIn(t *testing.T) {
 		t.Fatalf("after revoke-all: old1 %v, old2 %v, bob %v; want false, false, true", loggedIn(t, old1), loggedIn(t, old2), loggedIn(t, bob))
 	}
 }
+
+// TestRevokeOldHandleAfterLogin is issue 17 item 4 through Caddy: after a
+// login (regenerate), the old handle names only a tombstone. Revoking it
+// through the admin API answers {"revoked":0}, leaves the user logged in,
+// and leaves the tombstone its window: a late request with the old cookie
+// still drops its change without a cookie.
+func TestRevokeOldHandleAfterLogin(t *testing.T) {
+	up := upstream(t)
+	options, admin := opsOptions(t)
+	g := startGateway(t, options, subjectSession(uniqueName(t)), up)
+	b := startBrowser(t, g)
+	b.get("/?" + patchQuery(`{"cart":1}`))
+	old := b.get("/").Meta.ID
+	oldCookie := b.sessionCookie("session")
+	if r := b.get("/?control=regenerate&" + patchQuery(`{"user":"alice"}`)); r.Status != http.StatusOK {
+		t.Fatalf("login: %d", r.Status)
+	}
+	if status, body := adminDo(t, admin, http.MethodDelete, "/session/sessions/"+old); status != http.StatusOK || strings.TrimSpace(body) != `{"revoked":0}` {
+		t.Fatalf("revoke the old handle: %d %s, want {\"revoked\":0}", status, body)
+	}
+	if r := b.get("/"); r.Session["user"] != "alice" {
+		t.Fatalf("the user after revoking the old handle: %v", r.Session)
+	}
+	late := startBrowser(t, g)
+	late.setCookie("session", oldCookie)
+	if r := late.get("/?" + patchQuery(`{"late":1}`)); r.Header.Get("Set-Cookie") != "" {
+		t.Errorf("a late request with the old cookie got Set-Cookie %q: the tombstone was removed", r.Header.Get("Set-Cookie"))
+	}
+}
