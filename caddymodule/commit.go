@@ -351,7 +351,8 @@ func (h *Handler) newSession(ctx context.Context, rec *store.Record) (token, key
 }
 
 // next is the record the changes in out make of base, or changed false
-// when they change nothing.
+// when they change nothing. A revoke the record cannot carry out (no
+// subject) is refused here, before anything is written.
 func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Record, changed bool, err error) {
 	h := st.h
 	data, changed, err := out.Apply(base.Data)
@@ -368,6 +369,9 @@ func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Reco
 		rec.MaxAge, changed = *out.MaxAge, true
 	}
 	rec.Expires = h.policy.expiry(rec.Created, h.policy.idleFor(&rec), st.now)
+	if err := st.checkRevoke(out, rec.Subject); err != nil {
+		return rec, false, err
+	}
 	return rec, changed, nil
 }
 
@@ -378,9 +382,6 @@ func (st *state) update(ctx context.Context, hdr http.Header, out *protocol.Outc
 	return st.casLoop(ctx, hdr, "update", func(base *store.Record) error {
 		rec, changed, err := st.next(base, out)
 		if err != nil {
-			return err
-		}
-		if err := st.checkRevoke(out, rec.Subject); err != nil {
 			return err
 		}
 		if !changed {
@@ -470,9 +471,6 @@ func (st *state) regenerate(ctx context.Context, hdr http.Header, out *protocol.
 	return st.casLoop(ctx, hdr, "regenerate", func(base *store.Record) error {
 		rec, _, err := st.next(base, out)
 		if err != nil {
-			return err
-		}
-		if err := st.checkRevoke(out, rec.Subject); err != nil {
 			return err
 		}
 		// Login marks the new session as a logged-in user's, which a
