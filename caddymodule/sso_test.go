@@ -145,6 +145,7 @@ func TestBackchannelLogout(t *testing.T) {
 			b := ssoLogin(t, g, "alice", "sid-b", "phone")
 			bob := ssoLogin(t, g, "bob", "sid-bob", "desktop")
 			first := idp.LogoutToken(t, idptest.RS256, "sid-a", "alice")
+			ok0, refused0 := counterValue(t, ssoMetric(bcEnded)), counterValue(t, ssoMetric(bcRefused))
 
 			g.step(t, "a token with sid ends that login only, answered by the gateway", func(t *testing.T, g *gateway) {
 				calls := upstreamCalls.Load()
@@ -230,6 +231,14 @@ func TestBackchannelLogout(t *testing.T) {
 					t.Fatalf("a token signed with the new key: status %d", r.Status)
 				}
 				wantUser(t, d, "carol", "")
+			})
+
+			g.step(t, "the metric counts logouts by outcome", func(t *testing.T, g *gateway) {
+				// ok: sid-a, sid-nobody, sub alice, sid-bob, sid-d; refused:
+				// the replay and three bad tokens.
+				if ok, refused := counterValue(t, ssoMetric(bcEnded))-ok0, counterValue(t, ssoMetric(bcRefused))-refused0; ok != 5 || refused != 4 {
+					t.Fatalf("caddy_session_backchannel_logouts_total moved by ok %v, refused %v; want 5 and 4", ok, refused)
+				}
 			})
 		})
 	}
@@ -333,6 +342,12 @@ func TestDevices(t *testing.T) {
 			})
 
 			g.step(t, "DELETE ends one of the user's sessions", func(t *testing.T, g *gateway) {
+				revokes := counterValue(t, ssoCollectorsDevice())
+				defer func() {
+					if got := counterValue(t, ssoCollectorsDevice()) - revokes; got != 1 {
+						t.Errorf("caddy_session_device_revokes_total moved by %v, want 1", got)
+					}
+				}()
 				if r := deleteDevice(t, a, list[0].ID); r.Status != http.StatusOK || r.Header.Get("Cache-Control") != "no-store" {
 					t.Fatalf("status %d", r.Status)
 				}
@@ -483,4 +498,14 @@ func TestSSOConfigRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkSameConfigError(t, tc.json, tc.caddyfil, tc.want) })
 	}
+}
+
+func ssoMetric(o bcOutcome) prometheus.Counter {
+	ssoCollectors.once.Do(initSSOCollectors)
+	return ssoCollectors.bcOutcomes[o]
+}
+
+func ssoCollectorsDevice() prometheus.Counter {
+	ssoCollectors.once.Do(initSSOCollectors)
+	return ssoCollectors.deviceEnded
 }
