@@ -74,6 +74,24 @@ func docOf(t *testing.T, g *gateway, db string) bson.Raw {
 	return nil
 }
 
+// metricValue reads one series from the admin endpoint's /metrics.
+func metricValue(t *testing.T, admin, series string) float64 {
+	t.Helper()
+	status, body := adminDo(t, admin, http.MethodGet, "/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("/metrics: %d", status)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("no series %s in /metrics", series)
+	return 0
+}
+
 func patch(data string) string { return "/?patch=" + url.QueryEscape(data) }
 
 // TestSealedMarkerNowhere: a marker value the upstream writes, in the data
@@ -330,6 +348,22 @@ func TestSealedResealCommand(t *testing.T) {
 		if r := v.get("/"); r.Meta.New || r.Session["user"] != fmt.Sprintf("u%d", i) {
 			t.Fatalf("visitor %d after reseal and dropping the old key: %s", i, r.RawSession)
 		}
+	}
+	// Failures are counted in caddy_session_seal_failures_total.
+	series := `caddy_session_seal_failures_total{kind="unopenable",store="` + db + `.sessions"} `
+	before := metricValue(t, admin, series)
+	a, b := docOf(t, visitors[0], db), docOf(t, visitors[1], db)
+	coll := mongotest.Client(t).Database(db).Collection("sessions")
+	for _, sw := range []struct{ to, from bson.Raw }{{a, b}, {b, a}} {
+		if _, err := coll.UpdateOne(t.Context(), bson.D{{Key: "_id", Value: sw.to.Lookup("_id")}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "data", Value: sw.from.Lookup("data")}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	visitors[0].get("/")
+	visitors[1].get("/")
+	if got := metricValue(t, admin, series); got != before+2 {
+		t.Fatalf("%s went from %v to %v, want +2", series, before, got)
 	}
 	// A store that does not seal: the admin API says so.
 	if err := loadCaddyfile(t, siteCaddyfile(opts, port, mongoSessionBody(uri, db, "", ""), up)); err != nil {

@@ -171,11 +171,12 @@ type MongoDBStore struct {
 	// guard holds the open store: the module's store.Store and
 	// store.SubjectIndex methods call it through guard.do, and once the
 	// module is released they answer store.ErrUnavailable.
-	guard    *guard // nil before Provision
-	client   *mongo.Client
-	poolKey  string // the pooled client's key, once Provision took a reference
-	cacheKey string // the shared cache's key, once Provision took a reference
-	cleaned  bool   // Cleanup ran
+	guard     *guard // nil before Provision
+	client    *mongo.Client
+	poolKey   string // the pooled client's key, once Provision took a reference
+	sealStore string // the store label of caddy_session_seal_failures_total
+	cacheKey  string // the shared cache's key, once Provision took a reference
+	cleaned   bool   // Cleanup ran
 }
 
 // unloadDrain is how long the store stays usable after Cleanup, for the
@@ -300,10 +301,18 @@ func (m *MongoDBStore) Provision(ctx caddy.Context) error {
 	m.poolKey = key
 	m.client = val.(pooledClient).client
 
+	if len(opts.EncryptionKeys) > 0 {
+		opts.OnSealFailure = func(kind string) { sealFailures.WithLabelValues(m.sealStore, kind).Inc() }
+	}
 	if err := m.open(ctx, opts); err != nil {
 		return err // Caddy calls Cleanup, which drops the references
 	}
 	st := m.guard.st
+	if len(opts.EncryptionKeys) > 0 {
+		// Set before any request can reach the store.
+		m.sealStore = st.Collection().Database().Name() + "." + st.Collection().Name()
+		registerSealMetrics(ctx, m.sealStore)
+	}
 	// Not "ready" yet: the client dials in the background. The store logs
 	// "ready" once the server answered, or that it is unavailable (and
 	// again when it is back).

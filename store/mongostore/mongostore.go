@@ -162,6 +162,12 @@ type Options struct {
 	// it on once they have all been written again or have expired.
 	RequireSealed bool
 
+	// OnSealFailure, if set, is called for every document read as no
+	// session because of its seal, with the kind: "unknown_key",
+	// "unopenable" or "unsealed" (see SealFailures). The Caddy module
+	// counts them in a metric that survives config reloads.
+	OnSealFailure func(kind string)
+
 	// Now is the sweeper's clock. Default time.Now. Store methods take the
 	// time from their callers and never read it.
 	Now func() time.Time
@@ -319,8 +325,9 @@ type Store struct {
 	sweepFailing atomic.Bool              // so a sweep failure and the recovery are logged once
 	resumeToken  atomic.Pointer[bson.Raw] // where Watch resumes (watch.go)
 
-	sealer    *sealer // nil: no encryption keys
-	sealFails [sealKinds]sealFailure
+	sealer        *sealer // nil: no encryption keys
+	sealFails     [sealKinds]sealFailure
+	onSealFailure func(kind string)
 
 	bg        context.Context // background work; Close cancels it
 	cancelBG  context.CancelFunc
@@ -395,6 +402,7 @@ func New(client *mongo.Client, opts Options) (*Store, error) {
 		ready:         make(chan struct{}),
 		probed:        make(chan struct{}),
 		sealer:        sl,
+		onSealFailure: opts.OnSealFailure,
 	}
 	s.bg, s.cancelBG = context.WithCancel(context.Background())
 	s.start()

@@ -422,6 +422,9 @@ const (
 	sealKinds
 )
 
+// sealKindNames name the kinds for Options.OnSealFailure.
+var sealKindNames = [sealKinds]string{"unknown_key", "unopenable", "unsealed"}
+
 // sealLogEvery is the least time between two log lines of one kind.
 const sealLogEvery = time.Minute
 
@@ -463,6 +466,9 @@ func isSealFailure(err error) (kind int, ok bool) {
 func (s *Store) noteSealFailure(kind int, key string, err error, now time.Time) {
 	f := &s.sealFails[kind]
 	f.n.Add(1)
+	if s.onSealFailure != nil {
+		s.onSealFailure(sealKindNames[kind])
+	}
 	f.unlogged.Add(1)
 	last := f.lastLog.Load()
 	if last != 0 && now.UnixNano()-last < int64(sealLogEvery) {

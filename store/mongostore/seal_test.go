@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,6 +196,11 @@ func swapField(t *testing.T, s *Store, k1, k2, name string) {
 func TestSealedTampering(t *testing.T) {
 	t.Parallel()
 	opts, logs := logged(sealed(1))
+	var hooked sync.Map
+	opts.OnSealFailure = func(kind string) {
+		n, _ := hooked.LoadOrStore(kind, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}
 	s := open(t, opts)
 	now := time.Now().Truncate(time.Millisecond)
 	create := func(key, subject string) {
@@ -254,6 +261,9 @@ func TestSealedTampering(t *testing.T) {
 	}
 	if got := s.SealFailures(); got.Unopenable != 12 || got.UnknownKey != 0 {
 		t.Fatalf("SealFailures = %+v, want 12 unopenable", got)
+	}
+	if n, ok := hooked.Load("unopenable"); !ok || n.(*atomic.Int64).Load() != 12 {
+		t.Fatalf("OnSealFailure saw %v unopenable", n)
 	}
 	lines := logs.FilterMessageSnippet("does not open").All()
 	if len(lines) != 1 || lines[0].Level != zapcore.ErrorLevel {
