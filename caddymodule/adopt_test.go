@@ -251,8 +251,14 @@ type adoptReply struct {
 // the site's own, which must reach the upstream), without touching b.
 // It returns an error instead of failing, for concurrent use.
 func (rig *adoptRig) send(b *browser, path string) (adoptReply, error) {
+	return rig.sendCookies(b.header(), path)
+}
+
+// sendCookies is send with a Cookie header written by hand (names may
+// repeat, as in cookie tossing).
+func (rig *adoptRig) sendCookies(cookies, path string) (adoptReply, error) {
 	req, _ := http.NewRequest(http.MethodGet, rig.base+path, nil)
-	req.Header.Set("Cookie", strings.TrimSuffix("theme=dark; "+b.header(), "; "))
+	req.Header.Set("Cookie", strings.TrimSuffix("theme=dark; "+cookies, "; "))
 	res, err := rig.client.Do(req)
 	if err != nil {
 		return adoptReply{}, err
@@ -892,6 +898,61 @@ func TestAdoptCrossOrigin(t *testing.T) {
 				t.Fatalf("log lines for the cross-origin POST: %v", e)
 			}
 			r := rig.get(b, "/")
+			rig.checkAdopted(r, want)
+		})
+	}
+}
+
+// TestAdoptJunkCookies is issue 17 item 5 through Caddy: a flood of junk
+// legacy cookies (8 values planted next to the real one) no longer blocks
+// adoption when the browser sends the real, older cookie first, and a
+// refusal for too many or ambiguous legacy cookies never expires the
+// victim's real legacy cookie.
+func TestAdoptJunkCookies(t *testing.T) {
+	for _, v := range adoptVariants {
+		t.Run(v.name, func(t *testing.T) {
+			rig := startAdoptRig(t, v, "")
+			var junk []string
+			for i := range 8 {
+				if v.kind == "koa" {
+					junk = append(junk, fmt.Sprintf("%s=eyJqdW5rIjoke%d", v.cookie, i), v.cookie+".sig=AAAAAAAAAAAAAAAAAAAAAAAAAAA")
+				} else {
+					junk = append(junk, fmt.Sprintf("%s=s%%3Ajunk%d.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", v.cookie, i))
+				}
+			}
+			junkHeader := strings.Join(junk, "; ")
+
+			// Junk first: the real cookie is past the cap. Refused, and
+			// nothing of the legacy cookies is expired.
+			victim := newBrowser()
+			rig.login(victim, "victim")
+			r, err := rig.sendCookies(junkHeader+"; "+victim.header(), "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusOK || r.session != "{}" {
+				t.Fatalf("junk first: status %d, session %s; want no session", r.status, r.session)
+			}
+			for _, sc := range r.setCookies {
+				if strings.Contains(sc, "Max-Age=0") {
+					t.Errorf("a too-many refusal expires a cookie: %q", sc)
+				}
+			}
+			if e := rig.logEntries("legacy session not adopted"); len(e) == 0 || e[len(e)-1]["reason"] != "too many legacy cookies" {
+				t.Fatalf("junk first: log %v, want a too-many refusal", e)
+			}
+
+			// The real cookie first (as a browser sends the older of two
+			// cookies with the same path): adopted despite 8 junk after it.
+			owner := newBrowser()
+			want := rig.login(owner, "alice")
+			r, err = rig.sendCookies(owner.header()+"; "+junkHeader, "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusOK || r.meta["adopted"] != v.kind {
+				t.Fatalf("real cookie first: status %d, meta %v; want adopted", r.status, r.meta)
+			}
 			rig.checkAdopted(r, want)
 		})
 	}
