@@ -333,6 +333,10 @@ func TestSealedResealCommand(t *testing.T) {
 		}
 		waitMongoReady(t)
 	}
+	// The admin API takes the clear subject and finds the hashed one.
+	if out, err := runSessionCommand(t, "list", "--subject", "u1", "--address", admin); err != nil || strings.Count(out, "\n") != 2 {
+		t.Fatalf("list --subject u1 on a sealed store: %q %v", out, err)
+	}
 	reload(sealKey2, sealKey1)
 	out, err := runSessionCommand(t, "reseal", "--address", admin, "--batch", "2")
 	if err != nil || !strings.HasPrefix(out, "resealed 3 session(s); passed over 0") {
