@@ -6,6 +6,7 @@ require (
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/sessiongate/caddy-session v0.0.0
+	github.com/sessiongate/caddy-session/verify v0.0.0
 	go.mongodb.org/mongo-driver/v2 v2.10.0
 )
 
@@ -21,3 +22,5 @@ require (
 )
 
 replace github.com/sessiongate/caddy-session => ..
+
+replace github.com/sessiongate/caddy-session/verify => ../verify

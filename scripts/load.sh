@@ -20,6 +20,7 @@
 #   PROFILE=0                               PROFILE=N: after the rounds, a CPU profile of N seconds of the gateway
 #                                           under wrk on the session site (needs Go for `go tool pprof`)
 #   PROFILE_OUT=./load-cpu.pprof            where that profile is written (read it with `go tool pprof`)
+#   ASSERTION=0                             ASSERTION=1: the session site also signs every request (`assertion`)
 #
 # The gateway's own share of the profile: the samples whose innermost frame from this module
 # (github.com/sessiongate/caddy-session/...) is nearer the leaf than any frame of reverse_proxy or of the writers the
@@ -118,7 +119,7 @@ http://127.0.0.1:$session_port {
 	bind 127.0.0.1
 	session {
 		store memory
-		secret $secret
+		secret $secret$( [[ "${ASSERTION:-0}" == 1 ]] && printf '\n\t\tassertion {\n\t\t\taudience load\n\t\t}' )
 	}
 	reverse_proxy 127.0.0.1:$up_port
 }
