@@ -64,8 +64,11 @@ func (h *Handler) takeInput(hdr http.Header) protocol.Input {
 // It runs deep in reverse_proxy's stack, so the common case (no change)
 // stays in small frames; apply holds the rest.
 func (st *state) commit(hdr http.Header, in protocol.Input) error {
+	if st.outer != nil {
+		return st.delegate(in)
+	}
 	st.sendPendingCookies(hdr)
-	if in.Empty() {
+	if in.Empty() && st.delegated == nil {
 		st.touch(hdr)
 		st.markPrivate(hdr)
 		return nil
@@ -92,16 +95,9 @@ func (st *state) sendPendingCookies(hdr http.Header) {
 
 // apply carries out the changes the upstream asked for.
 func (st *state) apply(hdr http.Header, in protocol.Input) error {
-	if err := st.h.checkInputLines(in); err != nil {
-		return st.badUpstream(err)
-	}
-	snapshot, err := st.snapshot()
+	out, err := st.evaluate(in)
 	if err != nil {
 		return err
-	}
-	out, err := st.h.scope.Evaluate(snapshot, in, st.h.maxValue())
-	if err != nil {
-		return st.badUpstream(err)
 	}
 	if st.rotated {
 		st.logDropped()
@@ -131,6 +127,26 @@ func (st *state) logDropped() {
 		return
 	}
 	st.h.logger.Info("session changes dropped: the request's session was adopted by a concurrent request", zap.String("session", st.handle()))
+}
+
+// evaluate reads the upstream's answer against what it was given, with
+// the handler's scope, or takes the change a nested handler let through.
+func (st *state) evaluate(in protocol.Input) (protocol.Outcome, error) {
+	if st.delegated != nil {
+		return *st.delegated, nil
+	}
+	if err := st.h.checkInputLines(in); err != nil {
+		return protocol.Outcome{}, st.badUpstream(err)
+	}
+	snapshot, err := st.snapshot()
+	if err != nil {
+		return protocol.Outcome{}, err
+	}
+	out, err := st.h.scope.Evaluate(snapshot, in, st.h.maxValue())
+	if err != nil {
+		return protocol.Outcome{}, st.badUpstream(err)
+	}
+	return out, nil
 }
 
 // maxValue is the longest X-Session value that fits the header line cap.

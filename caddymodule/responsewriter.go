@@ -118,6 +118,9 @@ func (rw *responseWriter) WriteHeader(status int) {
 func (rw *responseWriter) commit() error {
 	hdr := rw.Header()
 	in := rw.st.h.takeInput(hdr)
+	if rw.st.outer != nil { // nested: the outer handler's names go too
+		rw.st.outer.h.stripSessionHeaders(hdr)
+	}
 	if rw.st.passive {
 		return nil
 	}

@@ -126,3 +126,63 @@ func forbiddenOf(err error) *protocol.BadInput {
 	}
 	return nil
 }
+
+// nestedIn returns the state of an outer session handler that already
+// loaded this request's session with the same cookie, or nil. The outer
+// handler took the cookie, so this one cannot read it: it narrows the
+// outer one instead (serveNested).
+func nestedIn(r *http.Request, h *Handler) *state {
+	outer, _ := caddyhttp.GetVar(r.Context(), stateVarKey).(*state)
+	if outer == nil || outer.h == h || outer.h.attrs.Name != h.attrs.Name {
+		return nil
+	}
+	return outer
+}
+
+// serveNested serves a request whose session an outer session handler
+// of the same cookie loaded: a site-wide `session` with, inside a
+// `handle` block, another one that limits what that route's upstream may
+// read, write and control. This handler gives the upstream its own view
+// of the outer session (read) and checks the upstream's answer against
+// its own scope; what it lets through is handed to the outer handler,
+// which writes it (delegate). The outer handler's headers are removed in
+// both directions, so an upstream cannot reach past this handler by
+// another header prefix.
+func (h *Handler) serveNested(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, outer *state, match bool) error {
+	outer.h.stripSessionHeaders(r.Header)
+	rw := &responseWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	rw.st = state{h: h, req: r, now: outer.now, passive: !match, outer: outer,
+		rec: outer.rec, key: outer.key, rotated: outer.rotated, adopted: outer.adopted}
+	rw.keepHeaders()
+	st := &rw.st
+	if !match {
+		return h.finish(rw, next.ServeHTTP(rw, r))
+	}
+	data, meta, err := st.requestValues()
+	if err != nil {
+		return rw.answerError(err)
+	}
+	st.setOne(r.Header, h.hdr.data, valData, data)
+	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
+	if h.asserter != nil {
+		if err := h.setAssertion(r, st, data); err != nil {
+			return rw.answerError(err)
+		}
+	}
+	return h.finish(rw, next.ServeHTTP(rw, r))
+}
+
+// delegate checks the answer of a nested handler's upstream against this
+// handler's scope and hands what it allows to the outer handler, which
+// commits it when the response goes through it.
+func (st *state) delegate(in protocol.Input) error {
+	if in.Empty() {
+		return nil
+	}
+	out, err := st.evaluate(in)
+	if err != nil {
+		return err
+	}
+	st.outer.delegated = &out
+	return nil
+}

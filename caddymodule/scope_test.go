@@ -335,3 +335,99 @@ func TestScopeAssertionCoversProjection(t *testing.T) {
 		t.Fatalf("after a write outside the view: %v, X-Session %s, re-signed %v", err, data2, token2 != token)
 	}
 }
+
+// TestScopeNested: the natural way to write it, a site-wide session for
+// the main app and, inside handle blocks, session handlers of the same
+// cookie that narrow it for one route. The nested handler gives its
+// upstream its own view, checks the answer against its own scope and
+// hands what it allows to the outer handler; the outer handler's headers
+// are removed both ways, so another header prefix is no way around it.
+func TestScopeNested(t *testing.T) {
+	main, blog, other := upstream(t), upstream(t), upstream(t)
+	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	port := freePort(t)
+	cf := fmt.Sprintf(`%s
+(common) {
+	store memory scopenested
+	secret %s
+}
+
+http://127.0.0.1:%d {
+	session {
+		import common
+	}
+	handle /blog/* {
+		session {
+			import common
+			read user.name
+			write user.name
+			control none
+		}
+		reverse_proxy %s
+	}
+	handle /other/* {
+		session {
+			import common
+			header_prefix X-App
+			read none
+			write none
+		}
+		reverse_proxy %s
+	}
+	handle {
+		reverse_proxy %s
+	}
+}
+`, globalOptions(t), testSecret, port, host(blog.URL), host(other.URL), host(main.URL))
+	if err := loadCaddyfile(t, cf); err != nil {
+		t.Fatalf("loading Caddyfile: %v\n%s", err, cf)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	jar, _ := cookiejar.New(nil)
+	g := &gateway{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), jar: jar, client: &http.Client{Jar: jar, Timeout: 10 * time.Second}}
+	mainSees := func(t *testing.T, g *gateway, want string) {
+		t.Helper()
+		if r := g.get("/"); r.RawSession != want {
+			t.Fatalf("main app sees %s, want %s", r.RawSession, want)
+		}
+	}
+	g.step(t, "main app logs in", func(t *testing.T, g *gateway) {
+		g.get("/" + q("update", scopedLogin))
+		mainSees(t, g, scopedLogin)
+	})
+	g.step(t, "the nested handler's upstream sees its view of the same session", func(t *testing.T, g *gateway) {
+		r := g.get("/blog/")
+		if r.Status != http.StatusOK || r.RawSession != `{"user":{"name":"ann"}}` || r.Meta.New || r.Meta.ID != g.get("/").Meta.ID {
+			t.Fatalf("blog got %d %s %+v", r.Status, r.RawSession, r.Meta)
+		}
+	})
+	g.step(t, "what it may not do is refused, the session intact", func(t *testing.T, g *gateway) {
+		for _, path := range []string{"/blog/" + q("patch", `{"user":{"role":"admin"}}`), "/blog/" + q("control", "destroy"), "/blog/" + q("update", "null")} {
+			if r := g.get(path); r.Status != http.StatusBadGateway {
+				t.Fatalf("%s: %d", path, r.Status)
+			}
+			mainSees(t, g, scopedLogin)
+		}
+	})
+	g.step(t, "what it may do is written by the outer handler, on the full data", func(t *testing.T, g *gateway) {
+		if r := g.get("/blog/" + q("update", `{"user":{"name":"bob"}}`)); r.Status != http.StatusOK {
+			t.Fatalf("allowed update: %d", r.Status)
+		}
+		mainSees(t, g, `{"cart":[1,2],"token":"t0k-secret","user":{"id":7,"name":"bob","role":"user"}}`)
+	})
+	g.step(t, "another header prefix is no way around it", func(t *testing.T, g *gateway) {
+		r := g.get("/other/" + q("patch", `{"user":{"role":"admin"}}`)) // the outer's X-Session-Patch
+		if r.Status != http.StatusOK || r.RawSession != "" {
+			t.Fatalf("other: %d, X-Session %q reached it", r.Status, r.RawSession)
+		}
+		for _, n := range r.Names {
+			if strings.EqualFold(n, "X-Session") || strings.EqualFold(n, "X-Session-Meta") {
+				t.Fatalf("the outer handler's %s reached the nested route's upstream", n)
+			}
+		}
+		if r := g.get("/other/" + q("header", `X-App-Patch:{"user":{"role":"admin"}}`)); r.Status != http.StatusBadGateway {
+			t.Fatalf("its own prefix: %d, want 502 (write none)", r.Status)
+		}
+		mainSees(t, g, `{"cart":[1,2],"token":"t0k-secret","user":{"id":7,"name":"bob","role":"user"}}`)
+	})
+}

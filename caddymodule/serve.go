@@ -27,6 +27,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
+	if outer := nestedIn(r, h); outer != nil {
+		return h.serveNested(w, r, next, outer, match)
+	}
 	rw := &responseWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	rw.st = state{h: h, req: r, now: h.now(), passive: !match}
 	rw.keepHeaders()

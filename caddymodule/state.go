@@ -49,6 +49,14 @@ type state struct {
 	// With rotated set by a regenerate: the handles of the request's
 	// session and of the session that replaced it, for the log.
 	rotatedFrom, successor string
+
+	// outer, for a handler nested in another session handler of the
+	// same cookie, is the outer handler's state: this one narrows it
+	// (serveNested). delegated, on the outer state, is the change the
+	// nested handler let through, applied instead of the response's
+	// headers.
+	outer     *state
+	delegated *protocol.Outcome
 }
 
 // Indexes into state.vals.
