@@ -20,10 +20,8 @@ import (
 // TestTooEarlyDecision is issue 17 item 9's rule: a request still in TLS
 // early data with an unsafe method and the session cookie waits for the
 // handshake (425); safe methods, requests without the cookie and requests
-// after the handshake go on. quic-go's client sends only GET and HEAD in
-// 0-RTT, so the unsafe case is tested here, on the decision function the
-// handler calls before proxying; TestEarlyDataThroughHTTP3 covers a safe
-// request in real 0-RTT.
+// after the handshake go on. TestEarlyDataThroughHTTP3 sends a GET and a
+// POST in real 0-RTT through Caddy.
 func TestTooEarlyDecision(t *testing.T) {
 	early := &tls.ConnectionState{HandshakeComplete: false}
 	done := &tls.ConnectionState{HandshakeComplete: true}
@@ -53,12 +51,13 @@ func TestTooEarlyDecision(t *testing.T) {
 	}
 }
 
-// TestEarlyDataThroughHTTP3 sends a GET in real HTTP/3 0-RTT through
+// TestEarlyDataThroughHTTP3 sends requests in real HTTP/3 0-RTT through
 // Caddy (tls internal, a resumed QUIC session) and holds the client's
-// second flight back, so the request is served before the handshake
-// completes. The upstream answers with a session patch: the gateway must
-// not apply it (a replay of the request would apply it again), answers
-// 425, and the same request after the handshake applies it once.
+// second flight back, so they are served before the handshake completes.
+// A GET reaches the upstream, which answers with a session patch: the
+// gateway must not apply it (a replay would apply it again) and answers
+// 425; the same request after the handshake applies it once. A POST with
+// the session cookie gets 425 without reaching the upstream.
 func TestEarlyDataThroughHTTP3(t *testing.T) {
 	up := upstream(t)
 	port := freePort(t)
@@ -138,6 +137,30 @@ https://127.0.0.1:%d {
 	if sc := early.Header.Values("Set-Cookie"); len(sc) != 0 {
 		t.Errorf("425 answer sets cookies: %q", sc)
 	}
+	// A POST in 0-RTT, on a third connection: quic-go's Transport sends
+	// only GET and HEAD early, but a request stream opened on an early
+	// connection goes out at once. 425 before the upstream.
+	held.Store(true)
+	h3conf := tlsConf.Clone()
+	h3conf.NextProtos = []string{http3.NextProtoH3}
+	conn, err := dialHeld(t.Context(), strings.TrimPrefix(base, "https://"), h3conf, &quic.Config{}, &held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	calls = upstreamCalls.Load()
+	post := h3EarlyRequest(t, second.NewClientConn(conn), http.MethodPost, base+"/?"+patchQuery(`{"n":3}`), cookie)
+	held.Store(false)
+	if !conn.ConnectionState().Used0RTT {
+		t.Fatal("the POST did not go out in 0-RTT: the test proves nothing")
+	}
+	if post.StatusCode != http.StatusTooEarly {
+		t.Fatalf("POST with the session cookie in 0-RTT: status %d, want 425", post.StatusCode)
+	}
+	if n := upstreamCalls.Load() - calls; n != 0 {
+		t.Fatalf("the POST in early data reached the upstream (%d calls)", n)
+	}
+
 	// After the handshake, the same connection: applied once.
 	after := h3Do(t, second, http.MethodGet, base+"/", cookie)
 	if after.StatusCode != http.StatusOK || !strings.Contains(h3Body(t, after), `{\"n\":1}`) {
@@ -166,6 +189,29 @@ func h3Do(t *testing.T, tr *http3.Transport, method, url, cookie string) *http.R
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp
+}
+
+// h3EarlyRequest sends a body-less request on a new request stream of cc
+// without waiting for the handshake, and reads the response.
+func h3EarlyRequest(t *testing.T, cc *http3.ClientConn, method, url, cookie string) *http.Response {
+	t.Helper()
+	str, err := cc.OpenRequestStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, nil)
+	req.Header.Set("Cookie", cookie)
+	if err := str.SendRequestHeader(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = str.Close() // no body: end the request
+	resp, err := str.ReadResponse()
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body = io.NopCloser(strings.NewReader(string(body)))
 	return resp
 }
