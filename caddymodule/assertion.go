@@ -232,7 +232,10 @@ func (a *asserter) sign(r *http.Request, st *state, data string) (string, error)
 	if st.rec != nil {
 		c.SessionID = st.handle()
 		if st.h.subject != nil {
-			c.Subject = st.rec.Subject
+			// A number or boolean subject is stored with its type tag
+			// (store.CanonicalSubject): sub is its JSON text, as
+			// {http.auth.user.id} shows it.
+			c.Subject = strings.TrimPrefix(st.rec.Subject, "\x00")
 		}
 	}
 	token, err := a.signer.Sign(&c)

@@ -266,7 +266,7 @@ func TestAssertionThroughCaddy(t *testing.T) {
 				t.Fatalf("with a session: %v", err)
 			}
 			handle := g.sessionCookie(DefaultCookieName)
-			if c["sid"] == nil || len(c["sid"].(string)) != 12 || c["new"] != false || data != `{"user":{"id":"u7"}}` || handle == "" {
+			if c["sid"] == nil || len(c["sid"].(string)) != 12 || c["new"] != false || c["sub"] != nil || data != `{"user":{"id":"u7"}}` || handle == "" {
 				t.Fatalf("with a session: claims %v, X-Session %s", c, data)
 			}
 			// The set holds the signing key, once.
@@ -617,5 +617,38 @@ func checkKids(t *testing.T, what string, set assertion.Set, want []string) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("%s: kids %v, want %v (each key once)", what, got, want)
+	}
+}
+
+// TestAssertionSubject: with subject set, sub is the session's subject
+// (a number as its JSON text); without subject, or without a session,
+// there is no sub.
+func TestAssertionSubject(t *testing.T) {
+	priv, _ := keyFile(t, assertion.GenerateEd25519())
+	site := "\tsession /app* {\n\t\tsecret " + testSecret + "\n\t\tsubject user.id\n\t\tassertion {\n\t\t\tkey " + priv + "\n\t\t\taudience a\n\t\t}\n\t}\n\tsession_jwks /jwks\n"
+	g := startGateway(t, globalOptions(t), site, assertUpstream(t))
+	v := &appVerifier{t: t, url: g.base + "/jwks", audience: "a"}
+	claims := func() map[string]any {
+		data, token := g.seenGet("/app/").one(t)
+		c, err := v.verify(token, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := claims(); c["sub"] != nil {
+		t.Fatalf("without a session: sub %v", c["sub"])
+	}
+	g.seenGet(`/app/?update={"user":{"id":42}}`)
+	if c := claims(); c["sub"] != "42" {
+		t.Fatalf("subject 42: sub %q", c["sub"])
+	}
+	g.seenGet(`/app/?update={"user":{"id":"ann"}}`)
+	if c := claims(); c["sub"] != "ann" {
+		t.Fatalf("subject ann: sub %q", c["sub"])
+	}
+	g.seenGet(`/app/?update={"user":{}}`)
+	if c, ok := claims()["sub"]; ok {
+		t.Fatalf("no subject in the data: sub %v", c)
 	}
 }
