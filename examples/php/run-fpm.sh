@@ -28,6 +28,9 @@ if [[ $(id -u) == 0 ]]; then
 	user_lines=$'user = root\ngroup = root'
 	root_flag=(-R)
 fi
+# The path prefix the app is served under, if any (Caddyfile.example's blog).
+base_line=""
+[[ -z "${BASE_PATH:-}" ]] || base_line="env[BASE_PATH] = $BASE_PATH"
 cat >"$dir/php-fpm.conf" <<CONF
 [global]
 pid = $dir/php-fpm.pid
@@ -44,6 +47,7 @@ catch_workers_output = yes
 ; (lib/assertion.php): from this script's environment, never from a request.
 env[ASSERTION_JWKS_URL] = ${ASSERTION_JWKS_URL:-http://127.0.0.1:8080/.well-known/caddy-session/jwks.json}
 env[ASSERTION_AUDIENCE] = ${ASSERTION_AUDIENCE:-example-app}
+$base_line
 CONF
 
 echo "run-fpm.sh: $fpm listening on $listen" >&2

@@ -26,6 +26,12 @@ try {
 }
 
 $path = parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH) ?: '/';
+// Behind a path prefix (BASE_PATH=/blog from php-fpm's pool, run-fpm.sh: the
+// "blog" of Caddyfile.example's BLOG=on), routes are matched below it.
+$base = getenv('BASE_PATH') ?: '';
+if ($base !== '' && strncmp($path, $base . '/', strlen($base) + 1) === 0) {
+    $path = substr($path, strlen($base)) ?: '/';
+}
 $post = ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST';
 
 switch ($path) {
