@@ -32,6 +32,9 @@ func benchHandlerOf(b testing.TB, h *Handler) *Handler {
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
+	// Cleanup unregisters the handler's store: left registered, it would
+	// answer later tests' admin API calls (TestCommandAgainstCaddy).
+	b.Cleanup(func() { _ = h.Cleanup() })
 	if err := h.Validate(); err != nil {
 		b.Fatal(err)
 	}
