@@ -38,6 +38,8 @@ func benchHandlerOf(b testing.TB, h *Handler) *Handler {
 	if err := h.Validate(); err != nil {
 		b.Fatal(err)
 	}
+	// Unregisters its store: the admin API of later tests must not see it.
+	b.Cleanup(func() { _ = h.Cleanup() })
 	return h
 }
 

@@ -350,6 +350,10 @@ func TestMongoGatewayReloadKeepsSessionsAndPool(t *testing.T) {
 			t.Fatalf("reload %d: %v\n%s", i+1, err, cf)
 		}
 		waitMongoReady(t)
+		// The old server closes its idle keep-alive connections when it
+		// stops: a request sent on one as it closes gets EOF.
+		g.client.CloseIdleConnections()
+		v.client.CloseIdleConnections()
 		r := g.get("/")
 		if r.Header.Get("X-Config") != fmt.Sprintf("v%d", i+2) {
 			t.Fatalf("reload %d not in effect: X-Config %q", i+1, r.Header.Get("X-Config"))
