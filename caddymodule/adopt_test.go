@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
@@ -423,6 +424,7 @@ func TestAdoptWalk(t *testing.T) {
 	for _, v := range adoptVariants {
 		t.Run(v.name, func(t *testing.T) {
 			rig := startAdoptRig(t, v, "")
+			adopts := adoptWrites()
 			b := newBrowser()
 			want := rig.login(b, "alice")
 			legacyData := want                     // what the legacy cookie holds, whatever the gateway writes later
@@ -520,6 +522,10 @@ func TestAdoptWalk(t *testing.T) {
 			wantDocs := int64(1)
 			if !v.store {
 				wantDocs = 2 // the re-adopted cookie-only session
+			}
+			// Each adoption is counted, the joiner is not.
+			if n := adoptWrites() - adopts; n != float64(wantDocs) {
+				t.Errorf(`caddy_session_writes_total{op="adopt"} went up by %v, want %d`, n, wantDocs)
 			}
 			if n := sessionDocs(t, rig.gwDB); n != wantDocs {
 				t.Fatalf("%d gateway sessions at the end, want %d", n, wantDocs)
@@ -956,4 +962,13 @@ func TestAdoptJunkCookies(t *testing.T) {
 			rig.checkAdopted(r, want)
 		})
 	}
+}
+
+// adoptWrites is caddy_session_writes_total{op="adopt"} as it stands.
+func adoptWrites() float64 {
+	var m dto.Metric
+	if c := collectors.hot.writes[writeAdopt]; c != nil {
+		_ = c.Write(&m)
+	}
+	return m.GetCounter().GetValue()
 }
