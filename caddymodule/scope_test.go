@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/sessiongate/caddy-session/internal/assertion"
+	"github.com/sessiongate/caddy-session/internal/mongotest"
 )
 
 // scopedSite is one site with three upstreams behind one session: the
@@ -26,7 +27,7 @@ import (
 // none) and a reports tool (read user.id, write reports), each in its
 // own handle block with its own session handler, sharing one snippet.
 // Caddy's log (warn and up) goes to logFile as JSON.
-func scopedSite(t *testing.T, storeName string) (g *gateway, admin, logFile string) {
+func scopedSite(t *testing.T, storeLines string) (g *gateway, admin, logFile string) {
 	t.Helper()
 	main, blog, reports := upstream(t), upstream(t), upstream(t)
 	port, adminPort := freePort(t), freePort(t)
@@ -46,7 +47,7 @@ func scopedSite(t *testing.T, storeName string) (g *gateway, admin, logFile stri
 }
 
 (session-common) {
-	store memory %s
+%s
 	secret %s
 	subject user.id
 	adopt koa {
@@ -81,7 +82,7 @@ http://127.0.0.1:%d {
 		reverse_proxy %s
 	}
 }
-`, admin, t.TempDir(), logFile, storeName, testSecret, scopedKoaKey, port, host(blog.URL), host(reports.URL), host(main.URL))
+`, admin, t.TempDir(), logFile, storeLines, testSecret, scopedKoaKey, port, host(blog.URL), host(reports.URL), host(main.URL))
 	if err := loadCaddyfile(t, cf); err != nil {
 		t.Fatalf("loading Caddyfile: %v\n%s", err, cf)
 	}
@@ -119,8 +120,9 @@ func koaCookies(data string) string {
 	return "koa.sess=" + value + "; koa.sess.sig=" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// TestScopeWalk is the walk of issue 20 through a real Caddy: three
-// upstreams behind one site and one session. The blog's attempts to patch
+// TestScopeWalk is the walk of issue 20 through a real Caddy, on the
+// memory store and on MongoDB: three upstreams behind one site and one
+// session. The blog's attempts to patch
 // user.role, to update the whole session or to end it in any spelling
 // get 502 and leave the session intact; the blog never receives other
 // keys; the reports tool changes reports and nothing else; a concurrent
@@ -128,7 +130,15 @@ func koaCookies(data string) string {
 // each refusal is one warn line naming the handler and the path or
 // directive, never a value, and counted as forbidden.
 func TestScopeWalk(t *testing.T) {
-	g, admin, logFile := scopedSite(t, "scopewalk")
+	t.Run("memory", func(t *testing.T) { scopeWalk(t, "\tstore memory scopewalk") })
+	t.Run("mongodb", func(t *testing.T) {
+		uri, db := mongotest.Database(t)
+		scopeWalk(t, fmt.Sprintf("\tstore mongodb {\n\t\turi %s\n\t\tdatabase %s\n\t}", uri, db))
+	})
+}
+
+func scopeWalk(t *testing.T, storeLines string) {
+	g, admin, logFile := scopedSite(t, storeLines)
 	forbidden := series("caddy_session_upstream_refused_total", "reason", "forbidden")
 	before := scrape(t, admin)
 	refusals := 0
