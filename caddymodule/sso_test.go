@@ -301,6 +301,7 @@ func TestDevices(t *testing.T) {
 			g := startGateway(t, globalOptions(t), body, upstream(t))
 			long := strings.Repeat("x", 300)
 			a := ssoLogin(t, g, "alice", "", "Laptop/1.0")
+			time.Sleep(2 * time.Millisecond) // MongoDB keeps milliseconds: b is created strictly later
 			b := ssoLogin(t, g, "alice", "", long)
 			bob := ssoLogin(t, g, "bob", "", "Bob/1.0")
 
