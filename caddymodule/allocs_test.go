@@ -27,6 +27,9 @@ var allocBudgets = map[string]float64{
 	// snapshots, the cookie's store key comes from the verified-value
 	// cache, and the one-value headers are backed by the state.
 	"request with a valid cookie, unchanged": 3,
+	// With a read scope: the projection comes from the handler's cache,
+	// the meta value costs the one allocation.
+	"request with a valid cookie, unchanged, read scope": 3,
 	// The above, and the patch: encoding/json decoding the upstream's
 	// header and encoding the result (internal/protocol), and the new
 	// record.
@@ -42,15 +45,17 @@ func TestAllocBudgets(t *testing.T) {
 	const runs = 200
 	for _, c := range []struct {
 		name     string
-		cookie   bool // the request carries a valid session cookie
+		config   Handler // the handler's config, the test secret aside
+		cookie   bool    // the request carries a valid session cookie
 		upstream caddyhttp.HandlerFunc
 	}{
-		{"request without a cookie", false, upstreamOK},
-		{"request with a valid cookie, unchanged", true, upstreamOK},
-		{"request with a valid cookie and a patch", true, upstreamPatch},
+		{"request without a cookie", Handler{}, false, upstreamOK},
+		{"request with a valid cookie, unchanged", Handler{}, true, upstreamOK},
+		{"request with a valid cookie, unchanged, read scope", Handler{Read: []string{"user.name"}}, true, upstreamOK},
+		{"request with a valid cookie and a patch", Handler{}, true, upstreamPatch},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := benchHandler(t)
+			h := benchHandlerOf(t, &c.config)
 			value := ""
 			if c.cookie {
 				value = benchCookie(t, h)
