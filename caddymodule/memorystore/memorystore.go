@@ -146,6 +146,10 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 // Provision takes a reference to the named store, creating it if this is
 // its first user, and applies this module's bound to it.
 func (m *MemoryStore) Provision(ctx caddy.Context) error {
+	// Caddy validates after provisioning: a bad bound touches no store.
+	if err := m.Validate(); err != nil {
+		return err
+	}
 	name := m.storeName()
 	logger := ctx.Logger()
 	val, loaded, err := memoryPool.LoadOrNew(name, func() (caddy.Destructor, error) {

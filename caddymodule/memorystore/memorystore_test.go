@@ -299,3 +299,20 @@ func TestMemoryStoreMaxSessionsFollowsReload(t *testing.T) {
 		t.Fatalf("MaxSessions = %d, want the default %d", n, memstore.DefaultMaxSessions)
 	}
 }
+
+// TestMemoryStoreBadBoundOpensNothing: Caddy provisions before it
+// validates, so Provision refuses a negative bound before it touches the
+// pool: no store is created or resized.
+func TestMemoryStoreBadBoundOpensNothing(t *testing.T) {
+	name := uniqueMemoryName(t)
+	m := &MemoryStore{Name: name, MaxSessions: -1}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := m.Provision(ctx); err == nil {
+		_ = m.Cleanup()
+		t.Fatal("a negative max_sessions was provisioned")
+	}
+	if _, ok := memoryPool.References(name); ok {
+		t.Fatal("the refused config created a pooled store")
+	}
+}
