@@ -204,6 +204,15 @@ func TestMongoDBStoreSharedClient(t *testing.T) {
 	if err := other.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+	// So is a different connect_timeout (caddyfile.md: the pool key is
+	// the URI, timeout and connect_timeout).
+	otherConnect := provisionMongo(t, &MongoDBStore{URI: uri, Database: db, Timeout: timeout, ConnectTimeout: caddy.Duration(11 * time.Second)})
+	if otherConnect.client == oldCfg.client {
+		t.Fatal("stores with different connect timeouts share a client")
+	}
+	if err := otherConnect.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
 
 	ctx := t.Context()
 	now := time.Now().Truncate(time.Millisecond)
