@@ -24,6 +24,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/sessiongate/caddy-session/cookie"
 	"github.com/sessiongate/caddy-session/internal/mongotest"
 	"github.com/sessiongate/caddy-session/internal/wiretest"
 )
@@ -596,7 +597,29 @@ func TestMongoGatewayRoundTrips(t *testing.T) {
 	step("no cookie again", func() reply { return g.visitor().get("/") })
 	step("log in (a subject)", get("/?patch="+url.QueryEscape(`{"user":"ann"}`)), "find", "update")
 	step("revoke-others: one delete by subject", get("/?control=revoke-others"), "find", "delete")
+	loggedOut := g.sessionCookie("session")
 	step("destroy (a compare-and-set retirement)", get("/?control=destroy"), "find", "update")
+	checkDestroyedTombstone(t, db, loggedOut)
 	step("log in again", get("/?patch="+url.QueryEscape(`{"user":"ann"}`)), "insert")
+	again := g.sessionCookie("session")
 	step("revoke-all: the other sessions by subject, then this one's retirement", get("/?control=revoke-all"), "find", "delete", "update")
+	checkDestroyedTombstone(t, db, again)
+}
+
+// checkDestroyedTombstone checks what a destroy leaves in MongoDB for the
+// session of cookie value (storage.md, Tombstones): a tombstone with
+// rot "destroyed", no data and no subject, already expired.
+func checkDestroyedTombstone(t *testing.T, db, value string) {
+	t.Helper()
+	token, _, _ := strings.Cut(value, ".")
+	var doc bson.M
+	err := mongotest.Client(t).Database(db).Collection("sessions").FindOne(t.Context(), bson.D{{Key: "_id", Value: cookie.Key(token)}}).Decode(&doc)
+	if err != nil {
+		t.Fatalf("the destroyed session's document: %v", err)
+	}
+	exp, _ := doc["expires"].(bson.DateTime)
+	if doc["rot"] != "destroyed" || doc["data"] != nil || doc["sub"] != nil || exp.Time().After(time.Now()) {
+		t.Fatalf("the destroyed session's document: rot %v, data %v, sub %v, expires %v; want a tombstone \"destroyed\", expired",
+			doc["rot"], doc["data"] != nil, doc["sub"] != nil, exp.Time())
+	}
 }
