@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,46 +115,41 @@ https://127.0.0.1:%d {
 		t.Fatalf("first request: status %d, cookie %q", resp.StatusCode, cookie)
 	}
 
-	// Second connection: 0-RTT, the client's handshake completion held
-	// back until the answer is in.
-	var held atomic.Bool
-	held.Store(true)
-	second := &http3.Transport{
-		TLSClientConfig: tlsConf,
-		Dial: func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return dialHeld(ctx, addr, tc, qc, &held)
-		},
-	}
+	// Each early request goes on a connection of its own, resumed with a
+	// ticket of the connections before, its request stream written before
+	// the client reads the server's first flight (see earlyConn).
+	h3conf := tlsConf.Clone()
+	h3conf.NextProtos = []string{http3.NextProtoH3}
+	second := &http3.Transport{TLSClientConfig: tlsConf}
 	defer second.Close()
+	early := func(method, url string) *http.Response {
+		t.Helper()
+		ec := dialEarly(t, strings.TrimPrefix(base, "https://"), h3conf)
+		resp := ec.request(second.NewClientConn(ec.conn), method, url, cookie)
+		if !ec.conn.ConnectionState().Used0RTT {
+			t.Fatalf("%s did not go out in 0-RTT: the test proves nothing", method)
+		}
+		return resp
+	}
+
+	// A GET with the cookie goes on to the upstream, which asks for a
+	// session change: not applied, 425.
 	calls := upstreamCalls.Load()
-	early := h3Do(t, second, http3.MethodGet0RTT, base+"/?"+patchQuery(`{"n":2}`), cookie)
-	held.Store(false)
-	if early.StatusCode != http.StatusTooEarly {
-		t.Fatalf("GET with a session change in 0-RTT: status %d, want 425", early.StatusCode)
+	get := early(http.MethodGet, base+"/?"+patchQuery(`{"n":2}`))
+	if get.StatusCode != http.StatusTooEarly {
+		t.Fatalf("GET with a session change in 0-RTT: status %d, want 425", get.StatusCode)
 	}
 	if upstreamCalls.Load() == calls {
 		t.Fatal("the GET did not reach the upstream: a safe request goes on in early data")
 	}
-	if sc := early.Header.Values("Set-Cookie"); len(sc) != 0 {
+	if sc := get.Header.Values("Set-Cookie"); len(sc) != 0 {
 		t.Errorf("425 answer sets cookies: %q", sc)
 	}
-	// A POST in 0-RTT, on a third connection: quic-go's Transport sends
-	// only GET and HEAD early, but a request stream opened on an early
-	// connection goes out at once. 425 before the upstream.
-	held.Store(true)
-	h3conf := tlsConf.Clone()
-	h3conf.NextProtos = []string{http3.NextProtoH3}
-	conn, err := dialHeld(t.Context(), strings.TrimPrefix(base, "https://"), h3conf, &quic.Config{}, &held)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
+	// A POST with the cookie: 425 before the upstream. (quic-go's
+	// Transport sends only GET and HEAD early; a request stream opened on
+	// an early connection goes out at once, whatever its method.)
 	calls = upstreamCalls.Load()
-	post := h3EarlyRequest(t, second.NewClientConn(conn), http.MethodPost, base+"/?"+patchQuery(`{"n":3}`), cookie)
-	held.Store(false)
-	if !conn.ConnectionState().Used0RTT {
-		t.Fatal("the POST did not go out in 0-RTT: the test proves nothing")
-	}
+	post := early(http.MethodPost, base+"/?"+patchQuery(`{"n":3}`))
 	if post.StatusCode != http.StatusTooEarly {
 		t.Fatalf("POST with the session cookie in 0-RTT: status %d, want 425", post.StatusCode)
 	}
@@ -193,20 +189,67 @@ func h3Do(t *testing.T, tr *http3.Transport, method, url, cookie string) *http.R
 	return resp
 }
 
-// h3EarlyRequest sends a body-less request on a new request stream of cc
-// without waiting for the handshake, and reads the response.
-func h3EarlyRequest(t *testing.T, cc *http3.ClientConn, method, url, cookie string) *http.Response {
+// earlyConn is a QUIC connection dialed with 0-RTT over a UDP socket
+// that orders the handshake for the test: the client reads nothing from
+// the server until its request is written (so the request goes out in
+// 0-RTT packets), and every datagram holding a Handshake or 1-RTT packet
+// (the client's Finished, and all that follows) is held back for half a
+// second. The server thus serves the request while its handshake is still
+// incomplete, every time.
+type earlyConn struct {
+	t    *testing.T
+	conn *quic.Conn
+	udp  *heldConn
+}
+
+func dialEarly(t *testing.T, addr string, tc *tls.Config) *earlyConn {
 	t.Helper()
-	str, err := cc.OpenRequestStream(t.Context())
+	udp, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequestWithContext(t.Context(), method, url, nil)
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &heldConn{PacketConn: udp, readable: make(chan struct{})}
+	tr := &quic.Transport{Conn: hc}
+	t.Cleanup(func() {
+		hc.release()
+		tr.Close()
+	})
+	conn, err := tr.DialEarly(t.Context(), raddr, tc, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	return &earlyConn{t: t, conn: conn, udp: hc}
+}
+
+// request sends a body-less request on a new request stream of cc without
+// waiting for the handshake, lets the client read once the request is on
+// the wire in 0-RTT packets, and reads the response.
+func (ec *earlyConn) request(cc *http3.ClientConn, method, url, cookie string) *http.Response {
+	t := ec.t
+	t.Helper()
+	str, err := cc.OpenRequestStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, url, nil)
 	req.Header.Set("Cookie", cookie)
+	before := ec.udp.zeroRTT.Load()
 	if err := str.SendRequestHeader(req); err != nil {
 		t.Fatal(err)
 	}
 	_ = str.Close() // no body: end the request
+	for deadline := time.Now().Add(5 * time.Second); ec.udp.zeroRTT.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not sent in a 0-RTT packet")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ec.udp.release()
 	resp, err := str.ReadResponse()
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -221,42 +264,98 @@ func h3Body(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-// dialHeld dials addr with 0-RTT over a UDP socket that, while held is
-// set, delays every packet after the client's first flight by half a
-// second: the server gets the ClientHello and the 0-RTT request at once,
-// and the client's Finished only later, so the request is served while
-// the handshake is still incomplete.
-func dialHeld(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config, held *atomic.Bool) (*quic.Conn, error) {
-	udp, err := net.ListenUDP("udp", nil)
-	if err != nil {
-		return nil, err
-	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	tr := &quic.Transport{Conn: &heldConn{UDPConn: udp, held: held}}
-	return tr.DialEarly(ctx, raddr, tc, qc)
+// heldConn is earlyConn's socket: reads wait for readable, datagrams
+// holding Handshake or 1-RTT packets are delayed, and zeroRTT counts the
+// datagrams written that hold a 0-RTT packet.
+type heldConn struct {
+	// net.PacketConn, not *net.UDPConn: quic-go would use the UDP
+	// socket's own ReadMsgUDP and WriteMsgUDP, around these methods.
+	net.PacketConn
+	readable chan struct{}
+	once     sync.Once
+	zeroRTT  atomic.Int64
 }
 
-// heldConn delays writes made after the first read while held is set.
-type heldConn struct {
-	*net.UDPConn
-	held    *atomic.Bool
-	gotData atomic.Bool
-}
+// release lets reads through.
+func (c *heldConn) release() { c.once.Do(func() { close(c.readable) }) }
 
 func (c *heldConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, a, err := c.UDPConn.ReadFrom(p)
-	if n > 0 {
-		c.gotData.Store(true)
-	}
-	return n, a, err
+	<-c.readable
+	return c.PacketConn.ReadFrom(p)
 }
 
 func (c *heldConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.gotData.Load() && c.held.Load() {
+	types := quicPacketTypes(p)
+	if types&(1<<quicHandshake|1<<quicShort) != 0 {
 		time.Sleep(500 * time.Millisecond)
 	}
-	return c.UDPConn.WriteTo(p, addr)
+	n, err := c.PacketConn.WriteTo(p, addr)
+	if types&(1<<quic0RTT) != 0 {
+		c.zeroRTT.Add(1)
+	}
+	return n, err
+}
+
+// QUIC v1 packet types (RFC 9000, 17.2), and quicShort for a 1-RTT packet.
+const (
+	quicInitial = iota
+	quic0RTT
+	quicHandshake
+	quicRetry
+	quicShort
+)
+
+// quicPacketTypes returns the set (a bit per type) of the packet types in
+// a datagram, walking its coalesced long-header packets (RFC 9000, 12.2).
+func quicPacketTypes(d []byte) (set int) {
+	for len(d) > 0 {
+		if d[0]&0x80 == 0 {
+			return set | 1<<quicShort // a short header runs to the end
+		}
+		typ := int(d[0]>>4) & 3
+		set |= 1 << typ
+		p := 5 // first byte, version
+		if p >= len(d) {
+			return set
+		}
+		p += 1 + int(d[p]) // destination connection id
+		if p >= len(d) {
+			return set
+		}
+		p += 1 + int(d[p]) // source connection id
+		if typ == quicRetry || p >= len(d) {
+			return set
+		}
+		if typ == quicInitial {
+			n, w := quicVarint(d[p:])
+			p += w + n // token
+		}
+		if p >= len(d) {
+			return set
+		}
+		n, w := quicVarint(d[p:])
+		p += w + n // length, then the packet number and payload
+		if w == 0 || p > len(d) {
+			return set
+		}
+		d = d[p:]
+	}
+	return set
+}
+
+// quicVarint reads a QUIC variable-length integer: its value and width (0
+// when d is too short).
+func quicVarint(d []byte) (int, int) {
+	if len(d) == 0 {
+		return 0, 0
+	}
+	w := 1 << (d[0] >> 6)
+	if len(d) < w {
+		return 0, 0
+	}
+	v := int(d[0] & 0x3f)
+	for _, b := range d[1:w] {
+		v = v<<8 | int(b)
+	}
+	return v, w
 }
