@@ -194,6 +194,43 @@ func TestSubjectFilledIn(t *testing.T) {
 	}
 }
 
+// TestSubjectFillNeverOverwritesNewer is the other half of issue 17 item
+// 8: the touch that fills in a missing subject is compare-and-set. A
+// request that loaded the session before another request changed the
+// subject (alice to carol) must not write alice back when its touch
+// runs: the newer subject stands.
+func TestSubjectFillNeverOverwritesNewer(t *testing.T) {
+	up := upstream(t)
+	options, admin := opsOptions(t)
+	name := uniqueName(t)
+	port := freePort(t)
+	proxy := "\treverse_proxy " + strings.TrimPrefix(up.URL, "http://") + "\n"
+	g := siteAt(t, options, port, fmt.Sprintf("\tsession {\n\t\tsecret %s\n\t\tstore memory %s\n\t}\n", testSecret, name)+proxy)
+	b, h := loginWith(t, g, `"alice"`)
+	siteAt(t, options, port, subjectSession(name)+proxy) // now with subject
+	skew(t, 2*time.Minute)                               // the next request's touch is due
+
+	gate := uniqueName(t)
+	slow := b.goGet("/?wait=" + gate) // loads alice, no subject stored; its touch is due
+	<-gateFor(gate).arrived
+	if r := b.get("/?" + patchQuery(`{"user":"carol"}`)); r.Status != http.StatusOK {
+		t.Fatalf("change of subject: %d", r.Status)
+	}
+	close(gateFor(gate).open)
+	if r := <-slow; r.Status != http.StatusOK {
+		t.Fatalf("the slow request: %d", r.Status)
+	}
+	if out := listed(t, admin, "--subject", "carol"); !strings.Contains(out, h) {
+		t.Errorf("carol's sessions:\n%s\nwant %s", out, h)
+	}
+	if out := listed(t, admin, "--subject", "alice"); strings.Contains(out, h) {
+		t.Errorf("the late touch wrote the old subject back: alice lists %s", h)
+	}
+	if r := b.get("/"); r.Session["user"] != "carol" {
+		t.Errorf("session after the race: %v", r.Session)
+	}
+}
+
 // TestRevokeOldHandleAfterLogin is issue 17 item 4 through Caddy: after a
 // login (regenerate), the old handle names only a tombstone. Revoking it
 // through the admin API answers {"revoked":0}, leaves the user logged in,
