@@ -14,6 +14,8 @@
 #   SESSIONS=10000 ZIPF_S=1.1 TTL=1s      the workload and the cache's staleness bound
 #   DURATION=10s THREADS=2 CONNECTIONS=32 wrk parameters
 #   KOA=1                                 KOA=0 leaves the koa stack out (it needs Node and npm)
+#   KOA_SESSIONS=$SESSIONS                the koa stack's sessions: its logins upsert through mongoose, which the test
+#                                         server makes slow past a few thousand; fewer sessions only favour koa
 #   CADDY=./caddy                         the binary (built with ./xcaddy.sh when CADDY is not set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 KOA=${KOA:-1}
+KOA_SESSIONS=${KOA_SESSIONS:-$SESSIONS}
 
 say() { printf 'load-sessions.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -124,8 +127,8 @@ for ((i = 0; i < 100; i++)); do
 done
 
 # sessions port cookie-names... -> one Cookie header value per line in $tmp/<port>.cookies
-login() { # port path names
-	python3 - "$1" "$2" "$3" "$SESSIONS" >"$tmp/$1.cookies" <<-'EOF'
+login() { # port path names [sessions]
+	python3 - "$1" "$2" "$3" "${4:-$SESSIONS}" >"$tmp/$1.cookies" <<-'EOF'
 		import http.client, sys, concurrent.futures
 		port, path, names, n = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 		def batch(count):
@@ -206,7 +209,7 @@ if [[ $KOA == 1 ]]; then
 	pids+=($!)
 	wait_line "$tmp/koa.log" '^listening' "the koa app"
 	koa_port=$(awk '/^listening/ {print $2; exit}' "$tmp/koa.log")
-	login "$koa_port" /login koa.sess,koa.sess.sig
+	login "$koa_port" /login koa.sess,koa.sess.sig "$KOA_SESSIONS"
 	run_wrk "$koa_port" /whoami >/dev/null
 	IFS=$'\t' read -r n rate errs < <(run_wrk "$koa_port" /whoami)
 	results+=("koa $n $rate - $errs")
