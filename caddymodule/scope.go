@@ -158,16 +158,8 @@ func (h *Handler) serveNested(w http.ResponseWriter, r *http.Request, next caddy
 	if !match {
 		return h.finish(rw, next.ServeHTTP(rw, r))
 	}
-	data, meta, err := st.requestValues()
-	if err != nil {
+	if err := h.handToUpstream(r, st); err != nil {
 		return rw.answerError(err)
-	}
-	st.setOne(r.Header, h.hdr.data, valData, data)
-	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
-	if h.asserter != nil {
-		if err := h.setAssertion(r, st, data); err != nil {
-			return rw.answerError(err)
-		}
 	}
 	return h.finish(rw, next.ServeHTTP(rw, r))
 }

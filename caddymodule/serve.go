@@ -64,16 +64,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return rw.answerError(err)
 		}
 	}
-	data, meta, err := st.requestValues()
-	if err != nil {
+	if err := h.handToUpstream(r, st); err != nil {
 		return rw.answerError(err)
-	}
-	st.setOne(r.Header, h.hdr.data, valData, data)
-	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
-	if h.asserter != nil {
-		if err := h.setAssertion(r, st, data); err != nil {
-			return rw.answerError(err)
-		}
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(st.placeholder)
@@ -289,4 +281,20 @@ func hasHeaderPrefix(name, prefix string) bool {
 		}
 	}
 	return true
+}
+
+// handToUpstream sets the request headers the upstream reads: the session
+// data as this handler lets it see it, its meta and, when configured, the
+// signed assertion that covers exactly that data.
+func (h *Handler) handToUpstream(r *http.Request, st *state) error {
+	data, meta, err := st.requestValues()
+	if err != nil {
+		return err
+	}
+	st.setOne(r.Header, h.hdr.data, valData, data)
+	st.setOne(r.Header, h.hdr.meta, valMeta, meta)
+	if h.asserter != nil {
+		return h.setAssertion(r, st, data)
+	}
+	return nil
 }

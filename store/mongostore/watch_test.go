@@ -50,9 +50,8 @@ func (m *modes) want(t *testing.T, mode string) {
 	}
 }
 
-// serveSession scripts find to answer with one live session under key.
-func serveSession(srv *wiretest.Server, key string) {
-	now := time.Now()
+// sessionReply is a find reply holding one live session under key.
+func sessionReply(key string, now time.Time) wiretest.Reply {
 	doc := bson.D{
 		{Key: fieldID, Value: key}, {Key: fieldFormat, Value: formatVersion},
 		{Key: fieldData, Value: bson.D{{Key: "n", Value: int32(1)}}},
@@ -61,12 +60,16 @@ func serveSession(srv *wiretest.Server, key string) {
 		{Key: fieldExpires, Value: bson.NewDateTimeFromTime(now.Add(time.Hour))},
 		{Key: fieldMaxAge, Value: int64(0)}, {Key: fieldVersion, Value: int64(1)},
 	}
-	srv.Handle("find", func(wiretest.Command) wiretest.Reply {
-		return wiretest.OK(bson.E{Key: "cursor", Value: bson.D{
-			{Key: "id", Value: int64(0)}, {Key: "ns", Value: "app.sessions"},
-			{Key: "firstBatch", Value: bson.A{doc}},
-		}})
-	})
+	return wiretest.OK(bson.E{Key: "cursor", Value: bson.D{
+		{Key: "id", Value: int64(0)}, {Key: "ns", Value: "app.sessions"},
+		{Key: "firstBatch", Value: bson.A{doc}},
+	}})
+}
+
+// serveSession scripts find to answer with one live session under key.
+func serveSession(srv *wiretest.Server, key string) {
+	now := time.Now()
+	srv.Handle("find", func(wiretest.Command) wiretest.Reply { return sessionReply(key, now) })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -189,18 +192,7 @@ func TestStreamModeFindsPerRequest(t *testing.T) {
 	now := time.Now()
 	srv.Handle("find", func(cmd wiretest.Command) wiretest.Reply {
 		key, _ := cmd.Body.Lookup("filter", fieldID).StringValueOK()
-		doc := bson.D{
-			{Key: fieldID, Value: key}, {Key: fieldFormat, Value: formatVersion},
-			{Key: fieldData, Value: bson.D{{Key: "n", Value: int32(1)}}},
-			{Key: fieldCreated, Value: bson.NewDateTimeFromTime(now)},
-			{Key: fieldUpdated, Value: bson.NewDateTimeFromTime(now)},
-			{Key: fieldExpires, Value: bson.NewDateTimeFromTime(now.Add(time.Hour))},
-			{Key: fieldMaxAge, Value: int64(0)}, {Key: fieldVersion, Value: int64(1)},
-		}
-		return wiretest.OK(bson.E{Key: "cursor", Value: bson.D{
-			{Key: "id", Value: int64(0)}, {Key: "ns", Value: "app.sessions"},
-			{Key: "firstBatch", Value: bson.A{doc}},
-		}})
+		return sessionReply(key, now)
 	})
 	s := openWire(t, srv, Options{})
 	c := cachestore.New(s, cachestore.Options{TTL: time.Second})
