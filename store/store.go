@@ -124,6 +124,13 @@ type Record struct {
 	// Subject.
 	Sid string
 
+	// IdPSub is the identity provider's subject the session belongs to
+	// (the value of the configured back-channel sub_key path when that is
+	// not the subject path, in the spelling of CanonicalSubject), or ""
+	// when none. Stores that implement IdPSubIndex end sessions by it
+	// (back-channel logout with sub alone). Update replaces it like Sid.
+	IdPSub string
+
 	// UserAgent is the User-Agent of the request that created the
 	// session, cut to MaxUserAgentLen bytes. Addr is that request's
 	// coarse client address (CoarseAddr). Both are set at Create and
@@ -238,6 +245,17 @@ type SidIndex interface {
 	// not yet cleaned up included, and returns how many it deleted.
 	// Tombstones have no Sid. An empty sid deletes nothing.
 	DeleteBySid(ctx context.Context, sid string) (int, error)
+}
+
+// IdPSubIndex is implemented by stores that index Record.IdPSub, so an
+// identity provider's back-channel logout naming only its subject can
+// end that user's sessions without a scan when the gateway keeps the
+// IdP's subject at a path other than the subject path.
+type IdPSubIndex interface {
+	// DeleteByIdPSub deletes every session whose IdPSub is sub, expired
+	// ones not yet cleaned up included, and returns how many it deleted.
+	// Tombstones have no IdPSub. An empty sub deletes nothing.
+	DeleteByIdPSub(ctx context.Context, sub string) (int, error)
 }
 
 // SubjectLimiter is implemented by stores that can bound the number of

@@ -513,6 +513,7 @@ type dataStore interface {
 	store.Store
 	store.SubjectIndex
 	store.SidIndex
+	store.IdPSubIndex
 	store.SubjectLimiter
 	store.ReplayGuard
 }

@@ -19,6 +19,15 @@ func (m *MongoDBStore) DeleteBySid(ctx context.Context, sid string) (n int, err 
 	return n, err
 }
 
+// DeleteByIdPSub implements store.IdPSubIndex.
+func (m *MongoDBStore) DeleteByIdPSub(ctx context.Context, sub string) (n int, err error) {
+	err = m.guard.use(func(s dataStore) (err error) {
+		n, err = s.DeleteByIdPSub(ctx, sub)
+		return err
+	})
+	return n, err
+}
+
 // LimitSubject implements store.SubjectLimiter.
 func (m *MongoDBStore) LimitSubject(ctx context.Context, subject string, limit int, now time.Time) (n int, err error) {
 	err = m.guard.use(func(s dataStore) (err error) {
@@ -40,6 +49,7 @@ func (m *MongoDBStore) FirstUse(ctx context.Context, id string, until, now time.
 // Interface guards.
 var (
 	_ store.SidIndex       = (*MongoDBStore)(nil)
+	_ store.IdPSubIndex    = (*MongoDBStore)(nil)
 	_ store.SubjectLimiter = (*MongoDBStore)(nil)
 	_ store.ReplayGuard    = (*MongoDBStore)(nil)
 )

@@ -116,8 +116,8 @@ func New(inner store.Store, opts Options) *Cache {
 }
 
 // Store returns the cache as the store the gateway uses: c itself, or c
-// with the inner store's optional interfaces (subject index; sid index,
-// limiter and replay guard) when it has them.
+// with the inner store's optional interfaces (subject index; sid and IdP
+// subject indexes, limiter and replay guard) when it has them.
 func (c *Cache) Store() store.Store {
 	idx, ok := c.inner.(store.SubjectIndex)
 	if !ok {
@@ -126,8 +126,9 @@ func (c *Cache) Store() store.Store {
 	sid, ok1 := c.inner.(store.SidIndex)
 	limiter, ok2 := c.inner.(store.SubjectLimiter)
 	replay, ok3 := c.inner.(store.ReplayGuard)
-	if ok1 && ok2 && ok3 {
-		return &full{indexed: indexed{Cache: c, index: idx}, sid: sid, limiter: limiter, replay: replay}
+	isub, ok4 := c.inner.(store.IdPSubIndex)
+	if ok1 && ok2 && ok3 && ok4 {
+		return &full{indexed: indexed{Cache: c, index: idx}, sid: sid, isub: isub, limiter: limiter, replay: replay}
 	}
 	return &indexed{Cache: c, index: idx}
 }
@@ -338,13 +339,14 @@ var (
 	_ store.SubjectIndex = (*indexed)(nil)
 )
 
-// full is a cache whose inner store also ends sessions by IdP session id,
-// bounds sessions per subject and remembers one-time ids (the MongoDB
-// store). Deletes by sid or by limit flush: the cache cannot tell which
-// keys they ended.
+// full is a cache whose inner store also ends sessions by IdP session id
+// and IdP subject, bounds sessions per subject and remembers one-time ids
+// (the MongoDB store). Deletes by sid, IdP subject or limit flush: the
+// cache cannot tell which keys they ended.
 type full struct {
 	indexed
 	sid     store.SidIndex
+	isub    store.IdPSubIndex
 	limiter store.SubjectLimiter
 	replay  store.ReplayGuard
 }
@@ -353,6 +355,12 @@ type full struct {
 func (c *full) DeleteBySid(ctx context.Context, sid string) (int, error) {
 	defer c.dropWhere(func(string) bool { return true }, &c.own)
 	return c.sid.DeleteBySid(ctx, sid)
+}
+
+// DeleteByIdPSub implements store.IdPSubIndex.
+func (c *full) DeleteByIdPSub(ctx context.Context, sub string) (int, error) {
+	defer c.dropWhere(func(string) bool { return true }, &c.own)
+	return c.isub.DeleteByIdPSub(ctx, sub)
 }
 
 // LimitSubject implements store.SubjectLimiter.
@@ -371,6 +379,7 @@ func (c *full) FirstUse(ctx context.Context, id string, until, now time.Time) (b
 
 var (
 	_ store.SidIndex       = (*full)(nil)
+	_ store.IdPSubIndex    = (*full)(nil)
 	_ store.SubjectLimiter = (*full)(nil)
 	_ store.ReplayGuard    = (*full)(nil)
 )

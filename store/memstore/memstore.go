@@ -141,6 +141,7 @@ type Store struct {
 	entries  map[string]*entry
 	subjects map[string]map[*entry]struct{} // Subject -> its records, kept in step with entries
 	sids     map[string]map[*entry]struct{} // Sid -> its records, kept in step with entries
+	isubs    map[string]map[*entry]struct{} // IdPSub -> its records, kept in step with entries
 	used     map[string]time.Time           // FirstUse ids -> until
 	maxUsed  int
 	// lists are the sentinels of the use lists, one per eviction class:
@@ -167,6 +168,7 @@ var (
 	_ store.Store          = (*Store)(nil)
 	_ store.SubjectIndex   = (*Store)(nil)
 	_ store.SidIndex       = (*Store)(nil)
+	_ store.IdPSubIndex    = (*Store)(nil)
 	_ store.SubjectLimiter = (*Store)(nil)
 	_ store.ReplayGuard    = (*Store)(nil)
 )
@@ -195,6 +197,7 @@ func New(opts ...Options) *Store {
 		entries:         make(map[string]*entry),
 		subjects:        make(map[string]map[*entry]struct{}),
 		sids:            make(map[string]map[*entry]struct{}),
+		isubs:           make(map[string]map[*entry]struct{}),
 		used:            make(map[string]time.Time),
 		maxUsed:         DefaultMaxUsedIDs,
 		max:             o.MaxSessions,
@@ -373,7 +376,7 @@ func (s *Store) Update(_ context.Context, key string, rec *store.Record, now tim
 	}
 	next := *e.rec
 	next.Data, next.Subject, next.MaxAge, next.Expires = data, rec.Subject, rec.MaxAge, rec.Expires
-	next.Sid = rec.Sid
+	next.Sid, next.IdPSub = rec.Sid, rec.IdPSub
 	next.Updated, next.Version = now, next.Version+1
 	s.replace(e, &next)
 	s.use(e)
@@ -592,18 +595,20 @@ func (s *Store) remove(e *entry) {
 	s.unindex(e)
 }
 
-// index adds e to its subject's and its sid's sets. The caller holds
-// s.mu.
+// index adds e to its subject's, its sid's and its IdP subject's sets.
+// The caller holds s.mu.
 func (s *Store) index(e *entry) {
 	addTo(s.subjects, e.rec.Subject, e)
 	addTo(s.sids, e.rec.Sid, e)
+	addTo(s.isubs, e.rec.IdPSub, e)
 }
 
-// unindex removes e from its subject's and its sid's sets. The caller
-// holds s.mu.
+// unindex removes e from its subject's, its sid's and its IdP subject's
+// sets. The caller holds s.mu.
 func (s *Store) unindex(e *entry) {
 	removeFrom(s.subjects, e.rec.Subject, e)
 	removeFrom(s.sids, e.rec.Sid, e)
+	removeFrom(s.isubs, e.rec.IdPSub, e)
 }
 
 func addTo(m map[string]map[*entry]struct{}, name string, e *entry) {
@@ -634,7 +639,7 @@ func removeFrom(m map[string]map[*entry]struct{}, name string, e *entry) {
 // changed (a session that gained a subject, or became a tombstone). The
 // caller holds s.mu.
 func (s *Store) replace(e *entry, rec *store.Record) {
-	if e.rec.Subject != rec.Subject || e.rec.Sid != rec.Sid {
+	if e.rec.Subject != rec.Subject || e.rec.Sid != rec.Sid || e.rec.IdPSub != rec.IdPSub {
 		s.unindex(e)
 		e.rec = rec
 		s.index(e)

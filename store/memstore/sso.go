@@ -31,6 +31,22 @@ func (s *Store) DeleteBySid(_ context.Context, sid string) (int, error) {
 	return n, nil
 }
 
+// DeleteByIdPSub deletes every session whose IdPSub is sub, from the IdP
+// subject map (no scan).
+func (s *Store) DeleteByIdPSub(_ context.Context, sub string) (int, error) {
+	if sub == "" {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for e := range s.isubs[sub] {
+		s.remove(e)
+		n++
+	}
+	return n, nil
+}
+
 // LimitSubject keeps the n most recently seen live sessions of subject
 // and deletes its other live ones, from the subject map (no scan), as one
 // step under the lock; see store.SubjectLimiter.

@@ -27,6 +27,7 @@ const (
 	fieldVersion = "v"       // int64: 1 on create, +1 per write
 	fieldRotated = "rot"     // string: the successor's handle; only in a tombstone
 	fieldSid     = "sid"     // string: the IdP's session id; absent when none
+	fieldIdPSub  = "isub"    // string: the IdP's subject (sub_key); absent when none
 	fieldUA      = "ua"      // string: the creating request's User-Agent; absent when none
 	fieldAddr    = "ip"      // string: the creating request's coarse address; absent when none
 	fieldDevice  = "dev"     // binary: ua and ip sealed (format 3 only; seal.go)
@@ -75,7 +76,7 @@ func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Recor
 		return nil, err
 	}
 	for _, f := range [...]struct{ name, v string }{
-		{fieldSubject, rec.Subject}, {fieldSid, rec.Sid}, {fieldUA, rec.UserAgent}, {fieldAddr, rec.Addr},
+		{fieldSubject, rec.Subject}, {fieldSid, rec.Sid}, {fieldIdPSub, rec.IdPSub}, {fieldUA, rec.UserAgent}, {fieldAddr, rec.Addr},
 	} {
 		if f.v != "" {
 			b = bsoncore.AppendStringElement(b, f.name, f.v)
@@ -108,7 +109,7 @@ func (s *Store) encodeSealed(key string, rec *store.Record) (bson.Raw, error) {
 	for _, f := range [...]struct {
 		name string
 		v    []byte
-	}{{fieldSubject, p.subHash}, {fieldSid, p.sidHash}, {fieldDevice, device}} {
+	}{{fieldSubject, p.subHash}, {fieldSid, p.sidHash}, {fieldIdPSub, p.isubHash}, {fieldDevice, device}} {
 		if f.v != nil {
 			b = bsoncore.AppendBinaryElement(b, f.name, 0, f.v)
 		}
@@ -156,11 +157,11 @@ var errBadDocument = errors.New("unreadable session document")
 func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record, successor string, err error) {
 	rec = &store.Record{}
 	var (
-		data, blob, subHash, sidHash, device []byte
-		id, keyID                            string
-		format                               int64
-		sealed, hashedSub, hashedSid         bool
-		sealedDevice                         bool
+		data, blob, subHash, sidHash, isubHash, device []byte
+		id, keyID                                      string
+		format                                         int64
+		sealed, hashedSub, hashedSid, hashedIsub       bool
+		sealedDevice                                   bool
 	)
 	elems := []byte(raw)
 	if len(elems) < 5 {
@@ -209,6 +210,14 @@ func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record,
 			} else {
 				rec.Sid, ok = v.StringValueOK()
 			}
+		case fieldIdPSub:
+			if v.Type == bsoncore.TypeBinary {
+				var sub byte
+				sub, isubHash, ok = v.BinaryOK()
+				ok, hashedIsub = ok && sub == 0, true
+			} else {
+				rec.IdPSub, ok = v.StringValueOK()
+			}
 		case fieldDevice:
 			var sub byte
 			sub, device, ok = v.BinaryOK()
@@ -250,11 +259,11 @@ func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record,
 		if format != int64(formatSealed) {
 			return nil, "", fmt.Errorf("%w: sealed data in a format %d document", errUnopenable, format)
 		}
-		o, err := sl.open(id, keyID, blob, subHash, sidHash)
+		o, err := sl.open(id, keyID, blob, subHash, sidHash, isubHash)
 		if err != nil {
 			return nil, "", err
 		}
-		rec.Subject, rec.Sid, rec.Data = o.subject, o.sid, o.data
+		rec.Subject, rec.Sid, rec.IdPSub, rec.Data = o.subject, o.sid, o.isub, o.data
 		rec.UserAgent, rec.Addr = "", ""
 		if sealedDevice {
 			if rec.UserAgent, rec.Addr, err = sl.openDevice(id, device); err != nil {
@@ -264,7 +273,7 @@ func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record,
 		return rec, "", nil
 	}
 	switch {
-	case hashedSub || hashedSid || sealedDevice:
+	case hashedSub || hashedSid || hashedIsub || sealedDevice:
 		return nil, "", fmt.Errorf("%w: sealed fields beside clear data", errUnopenable)
 	case sl != nil && sl.requireSealed:
 		return nil, "", errUnsealed

@@ -92,6 +92,7 @@ func (s *Store) setup() {
 	}
 	s.retry("building the index on sub", s.subjectIndex)
 	s.retry("building the index on sid", s.sidIndex)
+	s.retry("building the index on isub", s.isubIndex)
 }
 
 // retry runs step until it succeeds, fails for a reason other than an

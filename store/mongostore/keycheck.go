@@ -106,7 +106,7 @@ func newestCheck(docs []checkDoc) *checkDoc {
 
 // opensCheck reports whether a configured key opens the check document.
 func (sl *sealer) opensCheck(d *checkDoc) bool {
-	o, err := sl.open(d.id, d.keyID, d.blob, nil, nil)
+	o, err := sl.open(d.id, d.keyID, d.blob, nil, nil, nil)
 	return err == nil && string(o.data) == checkText
 }
 

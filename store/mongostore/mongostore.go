@@ -342,6 +342,7 @@ var (
 	_ store.Store          = (*Store)(nil)
 	_ store.SubjectIndex   = (*Store)(nil)
 	_ store.SidIndex       = (*Store)(nil)
+	_ store.IdPSubIndex    = (*Store)(nil)
 	_ store.SubjectLimiter = (*Store)(nil)
 	_ store.ReplayGuard    = (*Store)(nil)
 )
@@ -531,7 +532,7 @@ func (s *Store) Update(ctx context.Context, key string, rec *store.Record, now t
 // and creation time, in the store's format.
 func (s *Store) updateOf(ctx context.Context, key string, rec *store.Record, now time.Time) (bson.D, error) {
 	format, unset := formatVersion, bson.D{{Key: fieldKeyID, Value: ""}}
-	var data, sub, sid any
+	var data, sub, sid, isub any
 	var keyID string
 	if s.sealer != nil {
 		p, err := s.sealData(key, rec)
@@ -545,6 +546,9 @@ func (s *Store) updateOf(ctx context.Context, key string, rec *store.Record, now
 		if p.sidHash != nil {
 			sid = bson.Binary{Data: p.sidHash}
 		}
+		if p.isubHash != nil {
+			isub = bson.Binary{Data: p.isubHash}
+		}
 	} else {
 		b, err := s.appendData(ctx, nil, rec.Data)
 		if err != nil {
@@ -556,6 +560,9 @@ func (s *Store) updateOf(ctx context.Context, key string, rec *store.Record, now
 		}
 		if rec.Sid != "" {
 			sid = rec.Sid
+		}
+		if rec.IdPSub != "" {
+			isub = rec.IdPSub
 		}
 	}
 	set := bson.D{
@@ -572,7 +579,7 @@ func (s *Store) updateOf(ctx context.Context, key string, rec *store.Record, now
 	for _, f := range [...]struct {
 		name string
 		v    any
-	}{{fieldSubject, sub}, {fieldSid, sid}} {
+	}{{fieldSubject, sub}, {fieldSid, sid}, {fieldIdPSub, isub}} {
 		if f.v != nil {
 			set = append(set, bson.E{Key: f.name, Value: f.v})
 		} else {
@@ -617,7 +624,10 @@ func (s *Store) Rotate(ctx context.Context, key string, version int64, successor
 			{Key: fieldExpires, Value: until},
 			{Key: fieldVersion, Value: version + 1},
 		}},
-		{Key: "$unset", Value: bson.D{{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}, {Key: fieldSid, Value: ""}, {Key: fieldKeyID, Value: ""}}},
+		{Key: "$unset", Value: bson.D{
+			{Key: fieldData, Value: ""}, {Key: fieldSubject, Value: ""}, {Key: fieldSid, Value: ""},
+			{Key: fieldIdPSub, Value: ""}, {Key: fieldKeyID, Value: ""},
+		}},
 	}
 	return s.updateOne(ctx, "rotate", liveAtVersion(key, version, now), update, store.ErrConflict)
 }

@@ -117,7 +117,7 @@ func (s *Store) resealOne(ctx context.Context, open *sealer, raw bson.Raw, now t
 	for _, f := range [...]struct {
 		name string
 		v    []byte
-	}{{fieldSubject, p.subHash}, {fieldSid, p.sidHash}} {
+	}{{fieldSubject, p.subHash}, {fieldSid, p.sidHash}, {fieldIdPSub, p.isubHash}} {
 		if f.v != nil {
 			set = append(set, bson.E{Key: f.name, Value: bson.Binary{Data: f.v}})
 		} else {

@@ -54,6 +54,7 @@ const KeyLen = 32
 const (
 	payloadSubject = "sub"
 	payloadSid     = "sid"
+	payloadIdPSub  = "isub"
 	payloadData    = "data"
 	payloadUA      = "ua" // in the device payload
 	payloadAddr    = "ip" // in the device payload
@@ -197,24 +198,41 @@ func (sl *sealer) sidHash(sid string) []byte {
 	return m.Sum(nil)
 }
 
+// isubHash is the stored form of an IdP subject (Record.IdPSub):
+// HMAC-SHA-256 under the subject key of "isub", NUL, the value, so it
+// hashes like no subject and no sid.
+func (sl *sealer) isubHash(sub string) []byte {
+	m := hmac.New(sha256.New, sl.subjectKey)
+	m.Write([]byte("isub\x00"))
+	m.Write([]byte(sub))
+	return m.Sum(nil)
+}
+
 // associatedData binds a ciphertext to its document: a tag ('f' for the
 // data, 'd' for the device fields), the format version, the _id, and the
-// stored subject and sid hashes, each after its length (0 without one).
-func associatedData(tag byte, id string, subHash, sidHash []byte) []byte {
-	ad := make([]byte, 0, 2+len(id)+3+len(subHash)+len(sidHash))
+// stored subject and sid hashes, each after its length (0 without one),
+// then the IdP subject hash after its length only when there is one, so
+// documents sealed before that field still open.
+func associatedData(tag byte, id string, subHash, sidHash, isubHash []byte) []byte {
+	ad := make([]byte, 0, 2+len(id)+4+len(subHash)+len(sidHash)+len(isubHash))
 	ad = append(ad, tag, byte(formatSealed))
 	ad = append(ad, id...)
 	ad = append(ad, 0, byte(len(subHash)))
 	ad = append(ad, subHash...)
 	ad = append(ad, byte(len(sidHash)))
-	return append(ad, sidHash...)
+	ad = append(ad, sidHash...)
+	if len(isubHash) > 0 {
+		ad = append(ad, byte(len(isubHash)))
+		ad = append(ad, isubHash...)
+	}
+	return ad
 }
 
 // sealedParts is what seal makes of a record.
 type sealedParts struct {
-	blob             []byte // the nonce, then the ciphertext and tag
-	keyID            string
-	subHash, sidHash []byte // nil when the record has none
+	blob                       []byte // the nonce, then the ciphertext and tag
+	keyID                      string
+	subHash, sidHash, isubHash []byte // nil when the record has none
 }
 
 // seal seals the record's subject, sid and data for document id under
@@ -230,15 +248,22 @@ func (sl *sealer) seal(id string, rec *store.Record) (p sealedParts, err error) 
 	if rec.Sid != "" {
 		p.sidHash = sl.sidHash(rec.Sid)
 	}
+	if rec.IdPSub != "" {
+		p.isubHash = sl.isubHash(rec.IdPSub)
+	}
 	k := &sl.keys[0]
 	p.keyID = k.id
-	p.blob, err = sealPayload(k.aead, len(data)+len(rec.Subject)+len(rec.Sid)+32, associatedData('f', id, p.subHash, p.sidHash),
+	size := len(data) + len(rec.Subject) + len(rec.Sid) + len(rec.IdPSub) + 40
+	p.blob, err = sealPayload(k.aead, size, associatedData('f', id, p.subHash, p.sidHash, p.isubHash),
 		func(pt []byte) []byte {
 			if rec.Subject != "" {
 				pt = bsoncore.AppendStringElement(pt, payloadSubject, rec.Subject)
 			}
 			if rec.Sid != "" {
 				pt = bsoncore.AppendStringElement(pt, payloadSid, rec.Sid)
+			}
+			if rec.IdPSub != "" {
+				pt = bsoncore.AppendStringElement(pt, payloadIdPSub, rec.IdPSub)
 			}
 			return bsoncore.AppendBinaryElement(pt, payloadData, 0, data)
 		})
@@ -270,7 +295,7 @@ func (sl *sealer) sealDevice(id, ua, addr string) ([]byte, error) {
 		return nil, nil
 	}
 	k := &sl.keys[0]
-	blob, err := sealPayload(k.aead, len(ua)+len(addr)+16, associatedData('d', id, nil, nil), func(pt []byte) []byte {
+	blob, err := sealPayload(k.aead, len(ua)+len(addr)+16, associatedData('d', id, nil, nil, nil), func(pt []byte) []byte {
 		pt = bsoncore.AppendStringElement(pt, payloadUA, ua)
 		return bsoncore.AppendStringElement(pt, payloadAddr, addr)
 	})
@@ -300,13 +325,13 @@ func (e *unknownKeyError) Error() string {
 
 // opened is what open reads from a sealed document.
 type opened struct {
-	subject, sid string
-	data         []byte
+	subject, sid, isub string
+	data               []byte
 }
 
 // open reverses seal for document id.
-func (sl *sealer) open(id, keyID string, blob, subHash, sidHash []byte) (o opened, err error) {
-	pt, err := sl.openPayload(keyID, blob, associatedData('f', id, subHash, sidHash))
+func (sl *sealer) open(id, keyID string, blob, subHash, sidHash, isubHash []byte) (o opened, err error) {
+	pt, err := sl.openPayload(keyID, blob, associatedData('f', id, subHash, sidHash, isubHash))
 	if err != nil {
 		return o, err
 	}
@@ -316,6 +341,8 @@ func (sl *sealer) open(id, keyID string, blob, subHash, sidHash []byte) (o opene
 			o.subject, ok = v.StringValueOK()
 		case payloadSid:
 			o.sid, ok = v.StringValueOK()
+		case payloadIdPSub:
+			o.isub, ok = v.StringValueOK()
 		case payloadData:
 			var sub byte
 			sub, o.data, ok = v.BinaryOK()
@@ -342,7 +369,7 @@ func (sl *sealer) openDevice(id string, blob []byte) (ua, addr string, err error
 	if sl == nil || sl.key(keyID) == nil {
 		return "", "", nil
 	}
-	pt, err := sl.openPayload(keyID, blob[4:], associatedData('d', id, nil, nil))
+	pt, err := sl.openPayload(keyID, blob[4:], associatedData('d', id, nil, nil, nil))
 	if err != nil {
 		return "", "", err
 	}

@@ -86,7 +86,7 @@ func TestSealedDocumentShape(t *testing.T) {
 	s := open(t, sealed(1))
 	now := time.Now().Truncate(time.Millisecond)
 	key := strings.Repeat("5e", 32)
-	rec := &store.Record{Data: raw(`{"secret":"` + marker + `"}`), Subject: marker + "-user", Sid: marker + "-sid",
+	rec := &store.Record{Data: raw(`{"secret":"` + marker + `"}`), Subject: marker + "-user", Sid: marker + "-sid", IdPSub: marker + "-isub",
 		UserAgent: marker + "-agent", Addr: marker + "-addr", Created: now, Updated: now, Expires: now.Add(time.Hour)}
 	if err := s.Create(t.Context(), key, rec); err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestSealedDocumentShape(t *testing.T) {
 		if len(blob) < nonceLen+16+len(marker) {
 			t.Fatalf("data is %d bytes", len(blob))
 		}
-		for _, f := range []string{"sub", "sid"} {
+		for _, f := range []string{"sub", "sid", "isub"} {
 			if _, h := wantType(t, doc, f, bson.TypeBinary).Binary(); len(h) != 32 {
 				t.Fatalf("%s is %d bytes", f, len(h))
 			}
@@ -119,7 +119,7 @@ func TestSealedDocumentShape(t *testing.T) {
 	check(doc)
 	got, err := s.Find(t.Context(), key, now)
 	if err != nil || string(got.Data) != string(rec.Data) || got.Subject != rec.Subject || got.Sid != rec.Sid ||
-		got.UserAgent != rec.UserAgent || got.Addr != rec.Addr {
+		got.IdPSub != rec.IdPSub || got.UserAgent != rec.UserAgent || got.Addr != rec.Addr {
 		t.Fatalf("Find: %+v %v", got, err)
 	}
 	if list, err := s.FindBySubject(t.Context(), rec.Subject, now); err != nil || len(list) != 1 ||
@@ -146,6 +146,7 @@ func TestSealedDocumentShape(t *testing.T) {
 	wantAbsent(t, tomb, "k")
 	wantAbsent(t, tomb, "sub")
 	wantAbsent(t, tomb, "sid")
+	wantAbsent(t, tomb, "isub")
 	if _, err := s.Find(t.Context(), key, now); !errors.Is(err, store.ErrRotated) {
 		t.Fatalf("Find of the tombstone: %v", err)
 	}
@@ -206,7 +207,7 @@ func TestSealedTampering(t *testing.T) {
 	create := func(key, subject string) {
 		t.Helper()
 		if err := s.Create(t.Context(), key, &store.Record{Data: raw(`{"who":"` + subject + `"}`), Subject: subject, Sid: "idp-" + subject,
-			UserAgent: "agent of " + subject, Expires: now.Add(time.Hour)}); err != nil {
+			IdPSub: "isub-" + subject, UserAgent: "agent of " + subject, Expires: now.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,6 +237,12 @@ func TestSealedTampering(t *testing.T) {
 	swapField(t, s, g, h, "sid") // a back-channel logout of one would end the other's
 	gone(g, h)
 
+	k, l := strings.Repeat("f1", 32), strings.Repeat("f2", 32)
+	create(k, "kim")
+	create(l, "lee")
+	swapField(t, s, k, l, "isub") // a back-channel logout by sub of one would end the other's
+	gone(k, l)
+
 	i, j := strings.Repeat("c9", 32), strings.Repeat("da", 32)
 	create(i, "ivy")
 	create(j, "joe")
@@ -259,10 +266,10 @@ func TestSealedTampering(t *testing.T) {
 			t.Fatalf("%s ciphertext: %v", name, err)
 		}
 	}
-	if got := s.SealFailures(); got.Unopenable != 12 || got.UnknownKey != 0 {
-		t.Fatalf("SealFailures = %+v, want 12 unopenable", got)
+	if got := s.SealFailures(); got.Unopenable != 14 || got.UnknownKey != 0 {
+		t.Fatalf("SealFailures = %+v, want 14 unopenable", got)
 	}
-	if n, ok := hooked.Load("unopenable"); !ok || n.(*atomic.Int64).Load() != 12 {
+	if n, ok := hooked.Load("unopenable"); !ok || n.(*atomic.Int64).Load() != 14 {
 		t.Fatalf("OnSealFailure saw %v unopenable", n)
 	}
 	lines := logs.FilterMessageSnippet("does not open").All()
@@ -275,7 +282,7 @@ func TestSealedTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines = logs.FilterMessageSnippet("does not open").All()
-	if len(lines) != 2 || lines[1].ContextMap()["count"] != int64(12) {
+	if len(lines) != 2 || lines[1].ContextMap()["count"] != int64(14) {
 		t.Fatalf("after a minute: %v", lines)
 	}
 	for _, l := range logs.All() {
@@ -538,11 +545,11 @@ func FuzzOpen(f *testing.F) {
 		// Arbitrary plaintext, properly sealed: the payload reader.
 		k := sl.keys[0]
 		nonce := make([]byte, nonceLen)
-		blob := k.aead.Seal(nonce[:nonceLen:nonceLen], nonce, payload, associatedData('f', "id", nil, nil))
-		if o, err := sl.open("id", k.id, blob, nil, nil); err == nil && (o.data == nil || len(o.subject)+len(o.sid)+len(o.data) > len(payload)) {
+		blob := k.aead.Seal(nonce[:nonceLen:nonceLen], nonce, payload, associatedData('f', "id", nil, nil, nil))
+		if o, err := sl.open("id", k.id, blob, nil, nil, nil); err == nil && (o.data == nil || len(o.subject)+len(o.sid)+len(o.data) > len(payload)) {
 			t.Fatalf("opened %q into %+v", payload, o)
 		}
-		dev := append([]byte{1, 2, 3, 4}, k.aead.Seal(nonce[:nonceLen:nonceLen], nonce, payload, associatedData('d', "id", nil, nil))...)
+		dev := append([]byte{1, 2, 3, 4}, k.aead.Seal(nonce[:nonceLen:nonceLen], nonce, payload, associatedData('d', "id", nil, nil, nil))...)
 		copy(dev, k.id) // not the raw id: unknown, read as empty
 		if ua, addr, err := sl.openDevice("id", dev); err == nil && len(ua)+len(addr) > len(payload) {
 			t.Fatalf("opened device %q into %q %q", payload, ua, addr)

@@ -51,6 +51,34 @@ func (s *Store) sidMatch(sid string) any {
 	return bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: s.sealer.sidHash(sid)}, sid}}}
 }
 
+// isubIndex builds the non-unique index on isub that DeleteByIdPSub
+// uses. A refusal is logged: back-channel logouts by sub then scan.
+func (s *Store) isubIndex(ctx context.Context) error {
+	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: fieldIdPSub, Value: 1}}})
+	if err != nil && !isUnavailable(err) {
+		s.log.Warn("MongoDB refused the index on isub; back-channel logouts by sub scan the collection",
+			zap.Error(s.redact.wrap(err)))
+		return nil
+	}
+	return err
+}
+
+// DeleteByIdPSub deletes every session whose isub is sub, with one delete
+// command on the isub index.
+func (s *Store) DeleteByIdPSub(ctx context.Context, sub string) (int, error) {
+	if sub == "" {
+		return 0, nil
+	}
+	if err := s.writeConcernProblem(); err != nil {
+		return 0, fmt.Errorf("mongostore: delete by IdP subject: %w", err)
+	}
+	match := any(sub)
+	if s.sealer != nil {
+		match = bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: s.sealer.isubHash(sub)}, sub}}}
+	}
+	return s.deleteMany(ctx, "delete by IdP subject", bson.D{{Key: fieldIdPSub, Value: match}})
+}
+
 // LimitSubject keeps the n most recently seen live sessions of subject
 // and deletes the others, with one find on the sub index (sorted, skipping
 // the n kept, keys only) and one delete of the keys it found; see

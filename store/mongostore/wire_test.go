@@ -188,8 +188,8 @@ func TestIndexBuildOutlivesOpTimeout(t *testing.T) {
 		t.Fatalf("expiry %v after the build, want ttl-index", e)
 	}
 	builds := srv.CommandsNamed("createIndexes")
-	if len(builds) != 3 {
-		t.Fatalf("%d createIndexes commands, want 3 (expires, sub, sid): an interrupted build was retried", len(builds))
+	if len(builds) != 4 {
+		t.Fatalf("%d createIndexes commands, want 4 (expires, sub, sid, isub): an interrupted build was retried", len(builds))
 	}
 	if _, err := builds[0].Body.LookupErr("indexes", "0", "expireAfterSeconds"); err != nil {
 		t.Fatalf("first build is not the TTL index: %s", builds[0].Body)

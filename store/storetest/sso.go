@@ -12,11 +12,12 @@ import (
 	"github.com/sessiongate/caddy-session/store"
 )
 
-// ssoTests check store.SidIndex, store.SubjectLimiter and
-// store.ReplayGuard, and the device fields of a record.
+// ssoTests check store.SidIndex, store.IdPSubIndex, store.SubjectLimiter
+// and store.ReplayGuard, and the device fields of a record.
 var ssoTests = []test{
 	{"DeviceFields", testDeviceFields},
 	{"DeleteBySid", testDeleteBySid},
+	{"DeleteByIdPSub", testDeleteByIdPSub},
 	{"LimitSubject", testLimitSubject},
 	{"ConcurrentLimitSubject", testConcurrentLimitSubject},
 	{"FirstUse", testFirstUse},
@@ -40,26 +41,28 @@ func testDeviceFields(t *testing.T, s store.Store) {
 	subject, sid := newSubject(t), "sid-"+randomHex(t, 8)
 	key := newKey(t)
 	rec := newRecord(c, `{"a":1}`, c.at(time.Hour))
-	rec.Subject, rec.Sid = subject, sid
+	rec.Subject, rec.Sid, rec.IdPSub = subject, sid, "idp|"+subject
 	rec.UserAgent, rec.Addr = "Mozilla/5.0 (X11; Linux x86_64) \u00e9", "2001:db8:1::/48"
 	mustCreate(t, s, key, rec)
 	checkUnchanged(t, s, key, c.at(0), stored(rec))
 
-	// An Update replaces Sid and keeps what Create stored of the device.
+	// An Update replaces Sid and IdPSub and keeps what Create stored of
+	// the device.
 	up := update(c, 1, `{"a":2}`, subject, 0, c.at(time.Hour))
-	up.Sid, up.UserAgent, up.Addr = "sid-other", "changed", "198.51.100.0/24"
+	up.Sid, up.IdPSub, up.UserAgent, up.Addr = "sid-other", "\x0042", "changed", "198.51.100.0/24"
 	mustUpdate(t, s, key, up, c.at(time.Second))
 	got := mustFind(t, s, key, c.at(time.Second))
-	if got.Sid != "sid-other" || got.UserAgent != rec.UserAgent || got.Addr != rec.Addr {
-		t.Fatalf("after Update: Sid, UserAgent, Addr = %q, %q, %q; want the new sid and the created device", got.Sid, got.UserAgent, got.Addr)
+	if got.Sid != "sid-other" || got.IdPSub != "\x0042" || got.UserAgent != rec.UserAgent || got.Addr != rec.Addr {
+		t.Fatalf("after Update: Sid, IdPSub, UserAgent, Addr = %q, %q, %q, %q; want the new sid and IdP subject and the created device",
+			got.Sid, got.IdPSub, got.UserAgent, got.Addr)
 	}
 	// FindBySubject lists the device.
 	wantListed(t, s, subject, c.at(time.Second), summaryOf(t, s, key, c.at(time.Second)))
 	// Update to no sid drops it.
 	up = update(c, 2, `{}`, subject, 0, c.at(time.Hour))
 	mustUpdate(t, s, key, up, c.at(2*time.Second))
-	if got := mustFind(t, s, key, c.at(2*time.Second)); got.Sid != "" {
-		t.Fatalf("after an Update without sid: Sid = %q", got.Sid)
+	if got := mustFind(t, s, key, c.at(2*time.Second)); got.Sid != "" || got.IdPSub != "" {
+		t.Fatalf("after an Update without sid and IdP subject: Sid = %q, IdPSub = %q", got.Sid, got.IdPSub)
 	}
 }
 
@@ -291,4 +294,71 @@ func testConcurrentFirstUse(t *testing.T, s store.Store) {
 			t.Fatalf("round %d: %d of %d concurrent uses of one id were first", r, n, concurrency)
 		}
 	}
+}
+
+// createIdPSub creates a session of subject whose IdPSub is isub and
+// whose Sid is sid.
+func createIdPSub(t *testing.T, s store.Store, c clock, subject, isub, sid string, expires time.Time) string {
+	t.Helper()
+	key := newKey(t)
+	rec := newRecord(c, `{"who":"`+subject+`"}`, expires)
+	rec.Subject, rec.IdPSub, rec.Sid = subject, isub, sid
+	mustCreate(t, s, key, rec)
+	return key
+}
+
+func wantIdPSubDeleted(t *testing.T, s store.Store, sub string, n int) {
+	t.Helper()
+	got, err := s.(store.IdPSubIndex).DeleteByIdPSub(ctx(t), sub)
+	if err != nil {
+		t.Fatalf("DeleteByIdPSub: %v", err)
+	}
+	if got != n {
+		t.Fatalf("DeleteByIdPSub(%q) deleted %d sessions, want %d", sub, got, n)
+	}
+}
+
+// testDeleteByIdPSub: the IdP subject index is its own: DeleteByIdPSub
+// ends the sessions whose IdPSub matches (whatever their Subject and
+// Sid), never one whose Subject or Sid alone has that value, and follows
+// an Update that moves or drops the IdPSub.
+func testDeleteByIdPSub(t *testing.T, s store.Store) {
+	c := newClock()
+	subject := newSubject(t)
+	isub, other := "idp-"+randomHex(t, 8), "idp-"+randomHex(t, 8)
+	a := createIdPSub(t, s, c, subject, isub, "", c.at(time.Hour))
+	b := createIdPSub(t, s, c, newSubject(t), isub, "sid-"+randomHex(t, 8), c.at(time.Hour))
+	expired := createIdPSub(t, s, c, subject, isub, "", c.at(time.Minute))
+	rotated := createIdPSub(t, s, c, subject, isub, "", c.at(time.Hour))
+	mustRotate(t, s, rotated, 1, "successor10", c.at(time.Hour), c.at(time.Second))
+	keep := createIdPSub(t, s, c, subject, other, "", c.at(time.Hour))
+	asSubject := createIdPSub(t, s, c, isub, "", "", c.at(time.Hour))  // the value as a Subject
+	asSid := createIdPSub(t, s, c, subject, "", isub, c.at(time.Hour)) // the value as a Sid
+	moved := createIdPSub(t, s, c, subject, isub, "", c.at(time.Hour))
+	up := update(c, 1, `{}`, subject, 0, c.at(time.Hour))
+	up.IdPSub = other
+	mustUpdate(t, s, moved, up, c.at(time.Second))
+	dropped := createIdPSub(t, s, c, subject, isub, "", c.at(time.Hour))
+	mustUpdate(t, s, dropped, update(c, 1, `{}`, subject, 0, c.at(time.Hour)), c.at(time.Second))
+
+	// a, b and the expired one (still stored); not the tombstone, not the
+	// sessions whose IdP subject moved or went, not the value as a
+	// subject or a sid.
+	wantIdPSubDeleted(t, s, isub, 3)
+	wantNotFound(t, s, a, c.at(2*time.Second))
+	wantNotFound(t, s, b, c.at(2*time.Second))
+	wantNotFound(t, s, expired, c.at(0))
+	wantRotated(t, s, rotated, c.at(2*time.Second), "successor10")
+	for _, key := range []string{keep, asSubject, asSid, moved, dropped} {
+		mustFind(t, s, key, c.at(2*time.Second))
+	}
+	wantIdPSubDeleted(t, s, isub, 0)
+	wantIdPSubDeleted(t, s, "", 0)
+	// The subject index forgot the deleted ones.
+	wantListed(t, s, subject, c.at(2*time.Second),
+		summaryOf(t, s, keep, c.at(2*time.Second)), summaryOf(t, s, asSid, c.at(2*time.Second)),
+		summaryOf(t, s, moved, c.at(2*time.Second)), summaryOf(t, s, dropped, c.at(2*time.Second)))
+	wantIdPSubDeleted(t, s, other, 2)
+	// The sid index is untouched by it.
+	wantSidDeleted(t, s, isub, 1)
 }

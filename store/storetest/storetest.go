@@ -96,10 +96,12 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("SSO", func(t *testing.T) {
 		s := newStore(t)
 		_, sid := s.(store.SidIndex)
+		_, isub := s.(store.IdPSubIndex)
 		_, limit := s.(store.SubjectLimiter)
 		_, replay := s.(store.ReplayGuard)
-		if !sid || !limit || !replay {
-			t.Logf("the store does not implement store.SidIndex, store.SubjectLimiter and store.ReplayGuard (%v %v %v): their tests not run", sid, limit, replay)
+		if !sid || !isub || !limit || !replay {
+			t.Logf("the store does not implement store.SidIndex, store.IdPSubIndex, store.SubjectLimiter and store.ReplayGuard (%v %v %v %v): their tests not run",
+				sid, isub, limit, replay)
 			return
 		}
 		runTests(t, ssoTests, newStore)
@@ -289,9 +291,9 @@ func checkRecord(t *testing.T, got, want *store.Record) {
 	if got.Subject != want.Subject {
 		t.Fatalf("Subject = %q, want %q", got.Subject, want.Subject)
 	}
-	if got.Sid != want.Sid || got.UserAgent != want.UserAgent || got.Addr != want.Addr {
-		t.Fatalf("Sid, UserAgent, Addr = %q, %q, %q, want %q, %q, %q",
-			got.Sid, got.UserAgent, got.Addr, want.Sid, want.UserAgent, want.Addr)
+	if got.Sid != want.Sid || got.IdPSub != want.IdPSub || got.UserAgent != want.UserAgent || got.Addr != want.Addr {
+		t.Fatalf("Sid, IdPSub, UserAgent, Addr = %q, %q, %q, %q, want %q, %q, %q, %q",
+			got.Sid, got.IdPSub, got.UserAgent, got.Addr, want.Sid, want.IdPSub, want.UserAgent, want.Addr)
 	}
 	checkTime(t, "Created", got.Created, want.Created)
 	checkTime(t, "Updated", got.Updated, want.Updated)
