@@ -82,12 +82,16 @@ func logoutToken(w http.ResponseWriter, r *http.Request) (string, error) {
 }
 
 // endByClaims ends the sessions a verified token names: by sid when it
-// has one and sid_key is set, else by subject.
+// has one and sid_key is set, else by sub: at sub_key when that is not
+// the subject path, else by subject.
 func (h *Handler) endByClaims(ctx context.Context, c *backchannel.Claims) (int, error) {
 	if c.Sid != "" && h.sso.sids != nil {
 		return h.sso.sids.DeleteBySid(ctx, c.Sid)
 	}
-	if c.Subject != "" && h.index != nil {
+	if c.Subject != "" && h.sso.isubs != nil {
+		return h.sso.isubs.DeleteByIdPSub(ctx, c.Subject)
+	}
+	if c.Subject != "" && h.index != nil && !h.ownSubKey() {
 		return h.index.DeleteBySubject(ctx, c.Subject, "")
 	}
 	return 0, nil // nothing this gateway can match the token by

@@ -330,7 +330,7 @@ func (st *state) create(ctx context.Context, hdr http.Header, out *protocol.Outc
 	if err != nil {
 		return st.badUpstream(err)
 	}
-	rec := &store.Record{Data: data, Subject: subject, Sid: h.sidOf(data), Created: st.now, Updated: st.now, Version: 1}
+	rec := &store.Record{Data: data, Subject: subject, Sid: h.sidOf(data), IdPSub: h.idpSubOf(data), Created: st.now, Updated: st.now, Version: 1}
 	device(st.req, rec)
 	if out.MaxAge != nil {
 		rec.MaxAge = *out.MaxAge
@@ -380,7 +380,7 @@ func (st *state) next(base *store.Record, out *protocol.Outcome) (rec store.Reco
 		return rec, false, st.badUpstream(err)
 	}
 	rec = *base
-	rec.Data, rec.Subject, rec.Sid = data, subject, h.sidOf(data)
+	rec.Data, rec.Subject, rec.Sid, rec.IdPSub = data, subject, h.sidOf(data), h.idpSubOf(data)
 	if out.MaxAge != nil {
 		rec.MaxAge, changed = *out.MaxAge, true
 	}

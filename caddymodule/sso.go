@@ -43,8 +43,9 @@ type BackchannelConfig struct {
 	SidKey string `json:"sid_key,omitempty"`
 
 	// SubKey is the dotted path whose value a token with sub and no sid
-	// is matched against. Default: the handler's subject path, the one
-	// indexed path it may name.
+	// (or a sid without sid_key) is matched against. Default: the
+	// handler's subject path. Any other path is indexed like sid_key:
+	// the token ends every session whose value there equals its sub.
 	SubKey string `json:"sub_key,omitempty"`
 }
 
@@ -53,6 +54,8 @@ type ssoState struct {
 	verifier *backchannel.Verifier // nil without backchannel_logout
 	sidPath  []string              // nil without sid_key
 	sids     store.SidIndex        // nil when the store cannot end by sid
+	isubPath []string              // nil unless sub_key names a path other than the subject's
+	isubs    store.IdPSubIndex     // set with isubPath
 	limiter  store.SubjectLimiter  // nil when the store cannot limit
 }
 
@@ -89,11 +92,11 @@ func (h *Handler) validateSSO() error {
 	if b.SidKey != "" && !validKeyPath(b.SidKey) {
 		return fmt.Errorf("backchannel_logout: sid_key %q is not a dotted key path", b.SidKey)
 	}
-	if b.SubKey != "" && b.SubKey != h.Subject {
-		return fmt.Errorf("backchannel_logout: sub_key %q must be the subject path %q (the one indexed path besides sid_key)", b.SubKey, h.Subject)
+	if b.SubKey != "" && !validKeyPath(b.SubKey) {
+		return fmt.Errorf("backchannel_logout: sub_key %q is not a dotted key path", b.SubKey)
 	}
-	if b.SidKey == "" && h.Subject == "" {
-		return fmt.Errorf("backchannel_logout needs sid_key or the subject option: nothing to match a logout token with")
+	if b.SidKey == "" && b.SubKey == "" && h.Subject == "" {
+		return fmt.Errorf("backchannel_logout needs sid_key, sub_key or the subject option: nothing to match a logout token with")
 	}
 	return nil
 }
@@ -144,7 +147,13 @@ func (h *Handler) provisionSSO(ctx caddy.Context, st store.Store) error {
 		}
 		h.sso.sids, h.sso.sidPath = sids, strings.Split(b.SidKey, ".")
 	}
-	if b.SidKey == "" && h.index == nil {
+	if h.ownSubKey() {
+		isubs, ok := st.(store.IdPSubIndex)
+		if !ok {
+			return fmt.Errorf("backchannel_logout: the store cannot find sessions by sub_key")
+		}
+		h.sso.isubs, h.sso.isubPath = isubs, strings.Split(b.SubKey, ".")
+	} else if b.SidKey == "" && h.index == nil {
 		return fmt.Errorf("backchannel_logout: the store cannot find sessions by subject")
 	}
 	v, err := backchannel.New(h.backchannelConfig(replay))
@@ -155,22 +164,38 @@ func (h *Handler) provisionSSO(ctx caddy.Context, st store.Store) error {
 	return nil
 }
 
-// sidOf is the IdP session id in data (the value at sid_key, spelled as
-// store.CanonicalSubject spells it), "" without one or without sid_key.
-// A value that cannot be a sid (an object, an array) counts as none.
-func (h *Handler) sidOf(data json.RawMessage) string {
-	if h.sso.sidPath == nil {
+// ownSubKey reports whether backchannel_logout's sub_key names a path
+// other than the subject's, which the store then indexes as
+// Record.IdPSub.
+func (h *Handler) ownSubKey() bool {
+	b := h.BackchannelLogout
+	return b != nil && b.SubKey != "" && b.SubKey != h.Subject
+}
+
+// sidOf is the IdP session id in data (the value at sid_key), "" without
+// one or without sid_key.
+func (h *Handler) sidOf(data json.RawMessage) string { return indexedValue(data, h.sso.sidPath) }
+
+// idpSubOf is the IdP subject in data (the value at a sub_key other than
+// the subject path), "" without one or without such a sub_key.
+func (h *Handler) idpSubOf(data json.RawMessage) string { return indexedValue(data, h.sso.isubPath) }
+
+// indexedValue is the value at path in data, spelled as
+// store.CanonicalSubject spells it, "" without one or without a path. A
+// value that cannot be a subject (an object, an array) counts as none.
+func indexedValue(data json.RawMessage, path []string) string {
+	if path == nil {
 		return ""
 	}
-	v, ok := protocol.Lookup(data, h.sso.sidPath)
+	v, ok := protocol.Lookup(data, path)
 	if !ok {
 		return ""
 	}
-	sid, err := store.CanonicalSubject(v)
+	s, err := store.CanonicalSubject(v)
 	if err != nil {
 		return ""
 	}
-	return sid
+	return s
 }
 
 // device fills in what a new session records of the request that

@@ -244,6 +244,68 @@ func TestBackchannelLogout(t *testing.T) {
 	}
 }
 
+// ssoLoginData returns a new browser of g logged in with session data
+// data (a JSON object).
+func ssoLoginData(t *testing.T, g *gateway, data string) *gateway {
+	t.Helper()
+	b := g.visitor()
+	if r := b.get("/?control=regenerate&" + patchQuery(data)); r.Status != http.StatusOK || b.sessionCookie("session") == "" {
+		t.Fatalf("login with %s: status %d", data, r.Status)
+	}
+	return b
+}
+
+// TestBackchannelLogoutSubKey: with sub_key naming a path other than the
+// subject's (oidc.sub, beside sid_key oidc.sid), a logout token carrying
+// only sub ends exactly the sessions whose value at sub_key equals it:
+// not a session whose subject or sid has that value, not one whose
+// value there moved on since login. Both stores, checked in the store.
+func TestBackchannelLogoutSubKey(t *testing.T) {
+	for _, st := range ssoStores() {
+		t.Run(st.name, func(t *testing.T) {
+			idp := idptest.New(t, idptest.RS256)
+			block := fmt.Sprintf("\t\tbackchannel_logout /oidc/backchannel {\n\t\t\tissuer %s\n\t\t\taudience %s\n"+
+				"\t\t\tsid_key oidc.sid\n\t\t\tsub_key oidc.sub\n\t\t}\n", idp.Issuer, idp.ClientID)
+			body, count := st.open(t, block)
+			g := startGateway(t, globalOptions(t), body, upstream(t))
+			const path = "/oidc/backchannel"
+			a := ssoLoginData(t, g, `{"user":"alice","oidc":{"sid":"s-a","sub":"idp-1"}}`)
+			b := ssoLoginData(t, g, `{"user":"alice","oidc":{"sub":"idp-1"}}`)
+			asSubject := ssoLoginData(t, g, `{"user":"idp-1","oidc":{"sub":"idp-2"}}`)
+			asSid := ssoLoginData(t, g, `{"user":"bob","oidc":{"sid":"idp-1","sub":"idp-3"}}`)
+			moved := ssoLoginData(t, g, `{"user":"erin","oidc":{"sub":"idp-1"}}`)
+			if r := moved.get("/?" + patchQuery(`{"oidc":{"sub":"idp-4"}}`)); r.Status != http.StatusOK {
+				t.Fatalf("moving erin's IdP subject: status %d", r.Status)
+			}
+
+			if r := postLogout(t, g, path, idp.LogoutToken(t, idptest.RS256, "", "idp-1")); r.Status != http.StatusOK {
+				t.Fatalf("status %d, body %q", r.Status, r.Body)
+			}
+			wantUser(t, a, "alice's session with sid and sub", "")
+			wantUser(t, b, "alice's session with sub only", "")
+			wantUser(t, asSubject, "the session whose subject is the token's sub", "idp-1")
+			wantUser(t, asSid, "the session whose sid is the token's sub", "bob")
+			wantUser(t, moved, "the session whose sub moved on", "erin")
+			for subject, want := range map[string]int{"alice": 0, "idp-1": 1, "bob": 1, "erin": 1} {
+				if n := count(t, subject); n != want {
+					t.Errorf("the store holds %d sessions of %s, want %d", n, subject, want)
+				}
+			}
+
+			// The sid still ends by sid, the new sub at its new value.
+			if r := postLogout(t, g, path, idp.LogoutToken(t, idptest.RS256, "idp-1", "ignored")); r.Status != http.StatusOK {
+				t.Fatalf("by sid: status %d", r.Status)
+			}
+			wantUser(t, asSid, "bob, by sid", "")
+			if r := postLogout(t, g, path, idp.LogoutToken(t, idptest.RS256, "", "idp-4")); r.Status != http.StatusOK {
+				t.Fatalf("by the moved sub: status %d", r.Status)
+			}
+			wantUser(t, moved, "erin, by her new IdP subject", "")
+			wantUser(t, asSubject, "the session whose subject is idp-1", "idp-1")
+		})
+	}
+}
+
 // TestBackchannelIdPUnreachable: when the IdP's keys cannot be fetched,
 // the answer is 503 with Retry-After (the IdP retries), never 400 or 500.
 func TestBackchannelIdPUnreachable(t *testing.T) {
@@ -496,8 +558,10 @@ func TestSSOConfigRefused(t *testing.T) {
 		{"backchannel without issuer", "subject u\n\t\t" + bc("audience a"), `"subject":"u","backchannel_logout":{"path":"/bc","audiences":["a"]}`, "backchannel_logout: issuer"},
 		{"backchannel over plain http", "subject u\n\t\t" + bc("issuer http://idp.example\n\t\t\taudience a"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"http://idp.example","audiences":["a"]}`, "plain http is allowed only to a loopback address"},
 		{"backchannel without audience", "subject u\n\t\t" + bc("issuer https://idp.example"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"https://idp.example"}`, "at least one audience"},
-		{"backchannel with nothing to match", bc("issuer https://idp.example\n\t\t\taudience a"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"]}`, "needs sid_key or the subject option"},
-		{"sub_key other than the subject", "subject u\n\t\t" + bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsub_key v"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sub_key":"v"}`, `sub_key "v" must be the subject path`},
+		{"backchannel with nothing to match", bc("issuer https://idp.example\n\t\t\taudience a"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"]}`, "needs sid_key, sub_key or the subject option"},
+		{"sub_key other than the subject", "subject u\n\t\t" + bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsub_key v"), `"subject":"u","backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sub_key":"v"}`, ""},
+		{"sub_key alone", bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsub_key oidc.sub"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sub_key":"oidc.sub"}`, ""},
+		{"bad sub_key", bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsub_key .x"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sub_key":".x"}`, `sub_key ".x" is not a dotted key path`},
 		{"bad sid_key", bc("issuer https://idp.example\n\t\t\taudience a\n\t\t\tsid_key a..b"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a"],"sid_key":"a..b"}`, `sid_key "a..b" is not a dotted key path`},
 		{"backchannel is fine", bc("issuer https://idp.example\n\t\t\taudience a b\n\t\t\tsid_key oidc.sid"), `"backchannel_logout":{"path":"/bc","issuer":"https://idp.example","audiences":["a","b"],"sid_key":"oidc.sid"}`, ""},
 	} {
