@@ -466,14 +466,21 @@ func (s *Store) FindBySubject(_ context.Context, subject string, now time.Time) 
 func (s *Store) DeleteBySubject(_ context.Context, subject, exceptKey string) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.removeAll(s.subjects[subject], exceptKey), nil
+}
+
+// removeAll removes every record of set (an index's records for one
+// value) but the one under exceptKey, and returns how many it removed.
+// The caller holds s.mu.
+func (s *Store) removeAll(set map[*entry]struct{}, exceptKey string) int {
 	n := 0
-	for e := range s.subjects[subject] {
-		if e.key != exceptKey {
+	for e := range set {
+		if e.key != exceptKey { // keys are never empty: "" excepts none
 			s.remove(e)
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // errBadHandle is returned by DeleteByHandle for a handle that is not 12

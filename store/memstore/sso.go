@@ -23,12 +23,7 @@ func (s *Store) DeleteBySid(_ context.Context, sid string) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for e := range s.sids[sid] {
-		s.remove(e)
-		n++
-	}
-	return n, nil
+	return s.removeAll(s.sids[sid], ""), nil
 }
 
 // DeleteByIdPSub deletes every session whose IdPSub is sub, from the IdP
@@ -39,12 +34,7 @@ func (s *Store) DeleteByIdPSub(_ context.Context, sub string) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for e := range s.isubs[sub] {
-		s.remove(e)
-		n++
-	}
-	return n, nil
+	return s.removeAll(s.isubs[sub], ""), nil
 }
 
 // LimitSubject keeps the n most recently seen live sessions of subject

@@ -188,40 +188,20 @@ func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record,
 			case bsoncore.TypeEmbeddedDocument:
 				data = v.Data
 			case bsoncore.TypeBinary:
-				var sub byte
-				sub, blob, ok = v.BinaryOK()
-				ok, sealed = ok && sub == 0, true
+				blob, ok = genericBinary(v)
+				sealed = true
 			default:
 				ok = false
 			}
 		case fieldSubject:
-			if v.Type == bsoncore.TypeBinary {
-				var sub byte
-				sub, subHash, ok = v.BinaryOK()
-				ok, hashedSub = ok && sub == 0, true
-			} else {
-				rec.Subject, ok = v.StringValueOK()
-			}
+			hashedSub, ok = readIndexed(v, &rec.Subject, &subHash)
 		case fieldSid:
-			if v.Type == bsoncore.TypeBinary {
-				var sub byte
-				sub, sidHash, ok = v.BinaryOK()
-				ok, hashedSid = ok && sub == 0, true
-			} else {
-				rec.Sid, ok = v.StringValueOK()
-			}
+			hashedSid, ok = readIndexed(v, &rec.Sid, &sidHash)
 		case fieldIdPSub:
-			if v.Type == bsoncore.TypeBinary {
-				var sub byte
-				sub, isubHash, ok = v.BinaryOK()
-				ok, hashedIsub = ok && sub == 0, true
-			} else {
-				rec.IdPSub, ok = v.StringValueOK()
-			}
+			hashedIsub, ok = readIndexed(v, &rec.IdPSub, &isubHash)
 		case fieldDevice:
-			var sub byte
-			sub, device, ok = v.BinaryOK()
-			ok, sealedDevice = ok && sub == 0, true
+			device, ok = genericBinary(v)
+			sealedDevice = true
 		case fieldUA:
 			rec.UserAgent, ok = v.StringValueOK()
 		case fieldAddr:
@@ -284,6 +264,25 @@ func decodeDocument(raw bson.Raw, now time.Time, sl *sealer) (rec *store.Record,
 		return nil, "", err
 	}
 	return rec, "", nil
+}
+
+// genericBinary reads a BSON binary of the generic subtype (0), the only
+// one the store writes.
+func genericBinary(v bsoncore.Value) ([]byte, bool) {
+	sub, b, ok := v.BinaryOK()
+	return b, ok && sub == 0
+}
+
+// readIndexed reads an indexed field (the subject, the sid, the IdP
+// subject): its keyed hash in a sealed document, its clear value
+// otherwise. It reports whether it was a hash.
+func readIndexed(v bsoncore.Value, clear *string, hash *[]byte) (hashed, ok bool) {
+	if v.Type == bsoncore.TypeBinary {
+		*hash, ok = genericBinary(v)
+		return true, ok
+	}
+	*clear, ok = v.StringValueOK()
+	return false, ok
 }
 
 // dateValue reads a BSON date as a UTC time.Time.
