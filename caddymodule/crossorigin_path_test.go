@@ -63,7 +63,7 @@ func startSite(t *testing.T, body string) *gateway {
 
 // siteAt loads a Caddyfile of options and one site block holding body on
 // port (again, for a reload) and returns a browser for it.
-func siteAt(t *testing.T, options string, port int, body string) *gateway {
+func siteAt(t testing.TB, options string, port int, body string) *gateway {
 	t.Helper()
 	cf := fmt.Sprintf("%s\nhttp://127.0.0.1:%d {\n%s}\n", options, port, body)
 	if err := loadCaddyfile(t, cf); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -214,23 +213,7 @@ func loadCaddyfile(t testing.TB, cf string) error {
 // in front of up, on a free port. The site block is written around body.
 func startGateway(t testing.TB, options, body string, up *httptest.Server) *gateway {
 	t.Helper()
-	port := freePort(t)
-	cf := fmt.Sprintf("%s\nhttp://127.0.0.1:%d {\n%s\n\treverse_proxy %s\n}\n", options, port, body, strings.TrimPrefix(up.URL, "http://"))
-	if err := loadCaddyfile(t, cf); err != nil {
-		t.Fatalf("loading Caddyfile: %v\n%s", err, cf)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
-	jar, _ := cookiejar.New(nil)
-	return &gateway{
-		t:    t,
-		base: fmt.Sprintf("http://127.0.0.1:%d", port),
-		jar:  jar,
-		client: &http.Client{
-			Jar:           jar,
-			Timeout:       10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-	}
+	return siteAt(t, options, freePort(t), body+"\n\treverse_proxy "+strings.TrimPrefix(up.URL, "http://")+"\n")
 }
 
 // reply is what the upstream saw, as it reported it.

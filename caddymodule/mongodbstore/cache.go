@@ -185,7 +185,7 @@ func (sc *sharedCache) modeLogger(log *zap.Logger) cachestore.ModeFunc {
 			log.Info(fmt.Sprintf("session cache in ttl mode (the server has no change streams): a logout on another instance takes effect here within %s", ttl), fields...)
 		default:
 			// err comes from mongostore, which keeps the URI out of it.
-			log.Warn(fmt.Sprintf("session cache change stream broke: flushed, in ttl mode (a logout elsewhere takes effect here within %s) until it resumes", ttl), append(fields, zap.Error(err))...)
+			log.Warn(fmt.Sprintf("session cache change stream down: flushed, in ttl mode (a logout elsewhere takes effect here within %s) until it opens", ttl), append(fields, zap.Error(err))...)
 		}
 	}
 }

@@ -72,6 +72,20 @@ func serveSession(srv *wiretest.Server, key string) {
 	srv.Handle("find", func(wiretest.Command) wiretest.Reply { return sessionReply(key, now) })
 }
 
+// followLive makes a cache in front of s, follows s's change stream until
+// the test ends, and waits until the stream is live.
+func followLive(t *testing.T, s *Store, opts cachestore.Options) (*cachestore.Cache, *modes) {
+	t.Helper()
+	c := cachestore.New(s, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m := newModes()
+	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
+	t.Cleanup(func() { cancel(); <-done })
+	m.want(t, "live")
+	return c, m
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -94,18 +108,12 @@ func TestWatchInvalidates(t *testing.T) {
 	streams := srv.ChangeStreams()
 	serveSession(srv, key)
 	s := openWire(t, srv, Options{})
-	c := cachestore.New(s, cachestore.Options{TTL: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	m := newModes()
-	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
-	t.Cleanup(func() { cancel(); <-done })
-	m.want(t, "live")
+	c, m := followLive(t, s, cachestore.Options{TTL: time.Second})
 
 	now := time.Now()
 	finds := func() int { return len(srv.CommandsNamed("find")) }
 	for range 3 {
-		if _, err := c.Find(ctx, key, now.Add(time.Minute)); err != nil { // past the ttl: live mode
+		if _, err := c.Find(t.Context(), key, now.Add(time.Minute)); err != nil { // past the ttl: live mode
 			t.Fatal(err)
 		}
 	}
@@ -115,7 +123,7 @@ func TestWatchInvalidates(t *testing.T) {
 
 	streams.Push(key)
 	waitFor(t, "the stream's invalidation", func() bool { return c.Stats().Stream == 1 })
-	if _, err := c.Find(ctx, key, now); err != nil {
+	if _, err := c.Find(t.Context(), key, now); err != nil {
 		t.Fatal(err)
 	}
 	if n := finds(); n != 2 {
@@ -145,14 +153,8 @@ func TestWatchUnreadableEventFlushes(t *testing.T) {
 	streams := srv.ChangeStreams()
 	serveSession(srv, key)
 	s := openWire(t, srv, Options{})
-	c := cachestore.New(s, cachestore.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	m := newModes()
-	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
-	t.Cleanup(func() { cancel(); <-done })
-	m.want(t, "live")
-	if _, err := c.Find(ctx, key, time.Now()); err != nil {
+	c, _ := followLive(t, s, cachestore.Options{})
+	if _, err := c.Find(t.Context(), key, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	streams.PushEvent(bson.D{{Key: "operationType", Value: "update"}, {Key: "documentKey", Value: bson.D{{Key: "_id", Value: int32(7)}}}})
@@ -195,20 +197,14 @@ func TestStreamModeFindsPerRequest(t *testing.T) {
 		return sessionReply(key, now)
 	})
 	s := openWire(t, srv, Options{})
-	c := cachestore.New(s, cachestore.Options{TTL: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	m := newModes()
-	go func() { defer close(done); c.Follow(ctx, s, m.report) }()
-	t.Cleanup(func() { cancel(); <-done })
-	m.want(t, "live")
+	c, _ := followLive(t, s, cachestore.Options{TTL: time.Second})
 
 	zipf := rand.NewZipf(rand.New(rand.NewSource(1)), 1.1, 1, sessions-1)
 	run := func() (finds int) {
 		before := len(srv.CommandsNamed("find"))
 		for i := range requests {
 			key := fmt.Sprintf("%016x", zipf.Uint64())
-			if _, err := c.Find(ctx, key, now.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			if _, err := c.Find(t.Context(), key, now.Add(time.Duration(i)*time.Millisecond)); err != nil {
 				t.Fatal(err)
 			}
 			if i%100 == 0 { // another instance writes a session
