@@ -98,7 +98,7 @@ func (a *adminSessions) serve(w http.ResponseWriter, r *http.Request) error {
 	case "reseal":
 		result, err = a.serveReseal(r, arg)
 	default:
-		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject>, /session/sessions/<handle> or /session/jwks", r.URL.Path)
+		return apiError(http.StatusNotFound, "unknown session API path %q: use /session/subjects/<subject>, /session/sessions/<handle>, /session/jwks or /session/reseal", r.URL.Path)
 	}
 	if err != nil {
 		return err

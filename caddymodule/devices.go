@@ -97,7 +97,7 @@ func (h *Handler) serveDevices(w http.ResponseWriter, st *state, id string) erro
 func (h *Handler) endDevice(w http.ResponseWriter, st *state, subject, id string) error {
 	r := st.req
 	notFound := map[string]string{"error": "no such device"}
-	if len(id) != 12 || strings.Trim(id, "0123456789abcdef") != "" {
+	if !cookie.IsHandle(id) {
 		return writeJSON(w, http.StatusNotFound, notFound)
 	}
 	list, err := h.index.FindBySubject(r.Context(), subject, st.now)
