@@ -82,12 +82,18 @@ func (s *Store) encodeDocument(ctx context.Context, key string, rec *store.Recor
 			b = bsoncore.AppendStringElement(b, f.name, f.v)
 		}
 	}
+	return endNewDocument(b, idx, rec)
+}
+
+// endNewDocument appends the fields every new document ends with (times,
+// max-age, version 1) and closes the document begun at idx.
+func endNewDocument(b []byte, idx int32, rec *store.Record) (bson.Raw, error) {
 	b = bsoncore.AppendDateTimeElement(b, fieldCreated, rec.Created.UnixMilli())
 	b = bsoncore.AppendDateTimeElement(b, fieldUpdated, rec.Updated.UnixMilli())
 	b = bsoncore.AppendDateTimeElement(b, fieldExpires, rec.Expires.UnixMilli())
 	b = bsoncore.AppendInt64Element(b, fieldMaxAge, rec.MaxAge.Milliseconds())
 	b = bsoncore.AppendInt64Element(b, fieldVersion, 1)
-	b, err = bsoncore.AppendDocumentEnd(b, idx)
+	b, err := bsoncore.AppendDocumentEnd(b, idx)
 	return bson.Raw(b), err
 }
 
@@ -114,13 +120,7 @@ func (s *Store) encodeSealed(key string, rec *store.Record) (bson.Raw, error) {
 			b = bsoncore.AppendBinaryElement(b, f.name, 0, f.v)
 		}
 	}
-	b = bsoncore.AppendDateTimeElement(b, fieldCreated, rec.Created.UnixMilli())
-	b = bsoncore.AppendDateTimeElement(b, fieldUpdated, rec.Updated.UnixMilli())
-	b = bsoncore.AppendDateTimeElement(b, fieldExpires, rec.Expires.UnixMilli())
-	b = bsoncore.AppendInt64Element(b, fieldMaxAge, rec.MaxAge.Milliseconds())
-	b = bsoncore.AppendInt64Element(b, fieldVersion, 1)
-	b, err = bsoncore.AppendDocumentEnd(b, idx)
-	return bson.Raw(b), err
+	return endNewDocument(b, idx, rec)
 }
 
 // scratch holds buffers for checking data that is sealed rather than

@@ -17,12 +17,22 @@ import (
 // (DeleteByHandle) reaches one.
 const usedPrefix = "used:"
 
-// sidIndex builds the non-unique index on sid that DeleteBySid uses. A
-// refusal is logged: back-channel logouts then scan.
+// sidIndex and isubIndex build the non-unique indexes DeleteBySid and
+// DeleteByIdPSub use.
 func (s *Store) sidIndex(ctx context.Context) error {
-	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: fieldSid, Value: 1}}})
+	return s.plainIndex(ctx, fieldSid, "back-channel logouts")
+}
+
+func (s *Store) isubIndex(ctx context.Context) error {
+	return s.plainIndex(ctx, fieldIdPSub, "back-channel logouts by sub")
+}
+
+// plainIndex builds a non-unique index on field. A refusal is logged:
+// what uses it (users) then scans the collection.
+func (s *Store) plainIndex(ctx context.Context, field, users string) error {
+	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: field, Value: 1}}})
 	if err != nil && !isUnavailable(err) {
-		s.log.Warn("MongoDB refused the index on sid; back-channel logouts scan the collection",
+		s.log.Warn("MongoDB refused the index on "+field+"; "+users+" scan the collection",
 			zap.Error(s.redact.wrap(err)))
 		return nil
 	}
@@ -32,51 +42,30 @@ func (s *Store) sidIndex(ctx context.Context) error {
 // DeleteBySid deletes every session whose sid is sid, with one delete
 // command on the sid index.
 func (s *Store) DeleteBySid(ctx context.Context, sid string) (int, error) {
-	if sid == "" {
-		return 0, nil
-	}
-	if err := s.writeConcernProblem(); err != nil {
-		return 0, fmt.Errorf("mongostore: delete by sid: %w", err)
-	}
-	return s.deleteMany(ctx, "delete by sid", bson.D{{Key: fieldSid, Value: s.sidMatch(sid)}})
-}
-
-// sidMatch is the value of sid that selects sid's sessions: the clear
-// sid, or with encryption keys its hash and the clear sid (documents
-// written before sealing).
-func (s *Store) sidMatch(sid string) any {
-	if s.sealer == nil {
-		return sid
-	}
-	return bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: s.sealer.sidHash(sid)}, sid}}}
-}
-
-// isubIndex builds the non-unique index on isub that DeleteByIdPSub
-// uses. A refusal is logged: back-channel logouts by sub then scan.
-func (s *Store) isubIndex(ctx context.Context) error {
-	_, err := s.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: fieldIdPSub, Value: 1}}})
-	if err != nil && !isUnavailable(err) {
-		s.log.Warn("MongoDB refused the index on isub; back-channel logouts by sub scan the collection",
-			zap.Error(s.redact.wrap(err)))
-		return nil
-	}
-	return err
+	return s.deleteByIndexed(ctx, "delete by sid", fieldSid, sid, s.sealer.sidHash)
 }
 
 // DeleteByIdPSub deletes every session whose isub is sub, with one delete
 // command on the isub index.
 func (s *Store) DeleteByIdPSub(ctx context.Context, sub string) (int, error) {
-	if sub == "" {
+	return s.deleteByIndexed(ctx, "delete by IdP subject", fieldIdPSub, sub, s.sealer.isubHash)
+}
+
+// deleteByIndexed deletes every session whose field holds value: the
+// clear value, or with encryption keys its hash (hash) and the clear value
+// (documents written before sealing). An empty value deletes nothing.
+func (s *Store) deleteByIndexed(ctx context.Context, op, field, value string, hash func(string) []byte) (int, error) {
+	if value == "" {
 		return 0, nil
 	}
 	if err := s.writeConcernProblem(); err != nil {
-		return 0, fmt.Errorf("mongostore: delete by IdP subject: %w", err)
+		return 0, fmt.Errorf("mongostore: %s: %w", op, err)
 	}
-	match := any(sub)
+	match := any(value)
 	if s.sealer != nil {
-		match = bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: s.sealer.isubHash(sub)}, sub}}}
+		match = bson.D{{Key: "$in", Value: bson.A{bson.Binary{Data: hash(value)}, value}}}
 	}
-	return s.deleteMany(ctx, "delete by IdP subject", bson.D{{Key: fieldIdPSub, Value: match}})
+	return s.deleteMany(ctx, op, bson.D{{Key: field, Value: match}})
 }
 
 // LimitSubject keeps the n most recently seen live sessions of subject
